@@ -1,0 +1,78 @@
+"""OpenTelemetry set-up from the standard OTEL_* variables, once per process.
+
+- `OTEL_SDK_DISABLED=true` turns it off; with no exporter configured (neither
+  `OTEL_TRACES_EXPORTER` nor `OTEL_EXPORTER_OTLP_*ENDPOINT`) only the context propagates.
+- `OTEL_TRACES_EXPORTER`: `otlp` (default when an endpoint is set), `console` or `none`;
+  `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (default) or `grpc`.
+- `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are read by the SDK itself.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+
+_lock = threading.Lock()
+_configured = False
+
+
+def _exporter() -> SpanExporter | None:
+    name = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    has_endpoint = bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    if not name:
+        name = "otlp" if has_endpoint else "none"
+    if name == "none":
+        return None
+    if name == "console":
+        return ConsoleSpanExporter()
+    if name != "otlp":
+        raise ValueError(f"OTEL_TRACES_EXPORTER={name!r} is not supported (otlp, console, none)")
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip().lower()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
+
+    return HTTPSpanExporter()
+
+
+def configure_telemetry(service_name: str, *, instrument_django: bool = False) -> None:
+    """Install the tracer provider and instrument psycopg, redis, botocore (and Django)."""
+    global _configured
+    with _lock:
+        if _configured or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+            return
+        _configured = True
+        exporter = _exporter()
+        if exporter is not None:
+            resource = Resource.create({"service.name": service_name})  # OTEL_SERVICE_NAME wins
+            provider = TracerProvider(resource=resource)
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+            trace.set_tracer_provider(provider)
+
+        from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        PsycopgInstrumentor().instrument()
+        RedisInstrumentor().instrument()
+        BotocoreInstrumentor().instrument()
+        if instrument_django:
+            from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+            DjangoInstrumentor().instrument()

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from questions.models import Question
+from questions.services import validate_question_text
+
+
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": settings.QUESTIONS_MAX_LENGTH})
+class QuestionTextField(serializers.Field):
+    """Takes the raw JSON value: a number or a list is an error, never silently a string."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class QuestionCreateInputSerializer(serializers.Serializer):
+    question = QuestionTextField(
+        help_text=f"The question, 1..{settings.QUESTIONS_MAX_LENGTH} characters after trimming."
+    )
+
+    def validate_question(self, value: Any) -> str:
+        try:
+            return validate_question_text(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages, code=exc.code) from exc
+
+
+class UsageSerializer(serializers.Serializer):
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class QuestionOutputSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:question-detail")
+    question = serializers.CharField(source="text")
+    usage = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Question
+        fields = [
+            "id",
+            "url",
+            "question",
+            "status",
+            "answer",
+            "error",
+            "model",
+            "attempts",
+            "usage",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(UsageSerializer(allow_null=True))
+    def get_usage(self, question: Question) -> dict[str, int] | None:
+        if question.prompt_tokens is None or question.completion_tokens is None:
+            return None
+        return {
+            "prompt_tokens": question.prompt_tokens,
+            "completion_tokens": question.completion_tokens,
+            "total_tokens": question.prompt_tokens + question.completion_tokens,
+        }
+
+
+class QuestionListFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Question.Status.choices, required=False)

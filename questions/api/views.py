@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
+
+from questions.api.serializers import (
+    QuestionCreateInputSerializer,
+    QuestionListFilterSerializer,
+    QuestionOutputSerializer,
+)
+from questions.selectors import question_get, question_list
+from questions.services import question_create
+from questions.throttling import AskRateThrottle
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+_ERROR = OpenApiResponse(description="JSON error: {error, detail, fields?}")
+_IDEMPOTENCY_KEY = OpenApiParameter(
+    name="Idempotency-Key",
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Retrying a POST with the same key returns the same job instead of a new one.",
+)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not key.isprintable():
+        raise ValidationError(
+            {"Idempotency-Key": [f"Must be 1..{IDEMPOTENCY_KEY_MAX_LENGTH} printable characters."]}
+        )
+    return key
+
+
+class QuestionListCreateApi(APIView):
+    """POST asks a question (202 + the job); GET lists your jobs, newest first."""
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        return [AskRateThrottle()] if self.request.method == "POST" else []
+
+    @extend_schema(
+        operation_id="questions_create",
+        request=QuestionCreateInputSerializer,
+        parameters=[_IDEMPOTENCY_KEY],
+        responses={
+            202: QuestionOutputSerializer,
+            400: _ERROR,
+            401: _ERROR,
+            415: _ERROR,
+            429: _ERROR,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        key = _idempotency_key(request)
+        serializer = QuestionCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        question, created = question_create(
+            owner=request.user, text=serializer.validated_data["question"], idempotency_key=key
+        )
+        data = QuestionOutputSerializer(question, context={"request": request}).data
+        headers = {"Location": data["url"]}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+    @extend_schema(
+        operation_id="questions_list",
+        parameters=[QuestionListFilterSerializer],
+        responses={200: QuestionOutputSerializer(many=True), 400: _ERROR, 401: _ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        filters = QuestionListFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        questions = question_list(user=request.user, status=filters.validated_data.get("status"))
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(questions, request, view=self)
+        data = QuestionOutputSerializer(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data)
+
+
+class QuestionDetailApi(APIView):
+    """One job by id: yours, or anyone's for staff."""
+
+    @extend_schema(
+        operation_id="questions_retrieve",
+        responses={200: QuestionOutputSerializer, 401: _ERROR, 404: _ERROR},
+    )
+    def get(self, request: Request, pk: Any) -> Response:
+        question = question_get(question_id=pk, user=request.user)
+        if question is None:
+            raise NotFound("No question with this id.")
+        return Response(QuestionOutputSerializer(question, context={"request": request}).data)

@@ -1,0 +1,86 @@
+"""The one place that decides whether a failed LLM call is worth retrying.
+
+429, 5xx, 409, timeouts and connection errors are transient: retry with backoff, honouring
+Retry-After. Other 4xx (bad request, auth, permission, content policy) are permanent: the job
+fails at once with a message a person understands. Secrets and raw bodies never reach the message.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import openai
+
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_CAP_SECONDS = 300.0
+_MAX_RETRY_AFTER_SECONDS = 3600.0
+
+_PERMANENT_MESSAGES: dict[int, str] = {
+    400: "The language model rejected the question as invalid.",
+    401: "The service could not authenticate with the language model provider.",
+    403: "The language model provider refused the request (permission or content policy).",
+    404: "The configured language model does not exist at the provider.",
+    413: "The question is too long for the language model.",
+    422: "The language model could not process the question.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LLMFailure:
+    retryable: bool
+    reason: str  # short, for metrics labels and logs: "rate_limited", "server_error", ...
+    message: str  # for the person who asked
+    retry_after: float | None = None
+
+
+def classify_llm_error(exc: BaseException) -> LLMFailure:
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMFailure(True, "timeout", "The language model did not answer in time.")
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMFailure(True, "connection_error", "The language model could not be reached.")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status == 429:
+            return LLMFailure(
+                True,
+                "rate_limited",
+                "The language model is rate limiting requests.",
+                _retry_after(exc),
+            )
+        if status >= 500 or status in (408, 409):
+            return LLMFailure(
+                True,
+                "server_error",
+                f"The language model provider had an error (HTTP {status}).",
+                _retry_after(exc),
+            )
+        message = _PERMANENT_MESSAGES.get(
+            status, f"The language model refused the request (HTTP {status})."
+        )
+        return LLMFailure(False, f"http_{status}", message)
+    if isinstance(exc, openai.ContentFilterFinishReasonError):
+        return LLMFailure(False, "content_filter", "The answer was withheld by a content filter.")
+    if isinstance(exc, openai.OpenAIError):
+        return LLMFailure(False, "client_error", "The language model call failed.")
+    return LLMFailure(True, "unexpected", "An unexpected error occurred while asking the model.")
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    raw = exc.response.headers.get("retry-after") if exc.response is not None else None
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None  # An HTTP-date: rare from LLM providers; fall back to our own backoff.
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER_SECONDS)
+
+
+def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with equal jitter; never sooner than the server's Retry-After."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+    delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay

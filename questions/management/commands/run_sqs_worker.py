@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from prometheus_client import start_http_server
+
+from config.telemetry import configure_telemetry
+from questions.management.commands._options import int_range, non_negative_float
+from questions.sqs.worker import Worker, restore_signal_handlers
+from questions.tasks import DEFAULT_MAX_ATTEMPTS
+
+
+class Command(BaseCommand):
+    help = "Consume the SQS queue and answer questions with the LLM."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--queue", default=settings.SQS_QUEUE_NAME, help="Queue name (default: %(default)s)."
+        )
+        parser.add_argument(
+            "--dlq", default=settings.SQS_DLQ_NAME, help="Dead-letter queue (default: %(default)s)."
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int_range(1, 512),
+            default=4,
+            help="Jobs in flight at once, each on its own thread (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int_range(1, 10),
+            default=10,
+            help="Most messages asked for per receive, 1..10 (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--wait-time",
+            type=int_range(0, 20),
+            default=20,
+            help="Long-poll seconds when idle, 0..20 (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--visibility-timeout",
+            type=int_range(1, 43200),
+            default=settings.SQS_VISIBILITY_TIMEOUT,
+            help="Seconds a received message stays invisible; the heartbeat renews it "
+            "(default: %(default)s).",
+        )
+        parser.add_argument(
+            "--max-attempts",
+            type=int_range(1, 100),
+            default=DEFAULT_MAX_ATTEMPTS,
+            help="LLM attempts per job before it fails (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--burst",
+            action="store_true",
+            help="Exit once the queue is empty and nothing is in flight.",
+        )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=non_negative_float,
+            default=30.0,
+            help="Seconds to let jobs in flight finish after SIGTERM (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--requeue-interval",
+            type=non_negative_float,
+            default=60.0,
+            help="Seconds between sweeps that resend stale queued jobs; 0 turns them off "
+            "(default: %(default)s).",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int_range(0, 65535),
+            default=None,
+            help="Serve Prometheus metrics on this port (default: off).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        configure_telemetry("questions-worker")
+        if options["metrics_port"] is not None:
+            start_http_server(
+                options["metrics_port"], addr=os.environ.get("METRICS_ADDR", "0.0.0.0")
+            )
+            self.stdout.write(f"Metrics on :{options['metrics_port']}/metrics")
+        worker = Worker(
+            queue_name=options["queue"],
+            dlq_name=options["dlq"],
+            concurrency=options["concurrency"],
+            batch_size=options["batch_size"],
+            wait_time=options["wait_time"],
+            visibility_timeout=options["visibility_timeout"],
+            max_attempts=options["max_attempts"],
+            burst=options["burst"],
+            shutdown_timeout=options["shutdown_timeout"],
+            requeue_interval=options["requeue_interval"],
+            log=lambda line: self.stdout.write(line),
+        )
+        previous = worker.install_signal_handlers()
+        try:
+            worker.run()
+        finally:
+            restore_signal_handlers(previous)

@@ -1,0 +1,73 @@
+"""Reads: what a user may see, with the Redis cache in front of PostgreSQL for finished jobs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import Count, Min, Q, QuerySet
+from django.utils import timezone
+
+from questions.cache import job_cache_get, job_cache_set
+from questions.models import Question
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+
+def _visible_to(question: Question, user: AbstractBaseUser | AnonymousUser) -> bool:
+    return bool(user.is_staff) or question.owner_id == user.pk
+
+
+def question_get(
+    *, question_id: uuid.UUID | str, user: AbstractBaseUser | AnonymousUser
+) -> Question | None:
+    """One job if it exists and `user` may see it (owner or staff), else None.
+
+    Finished jobs come from Redis when cached; anything else from PostgreSQL.
+    """
+    cached = job_cache_get(question_id)
+    if cached is not None:
+        return cached if _visible_to(cached, user) else None
+    question = Question.objects.select_related("owner").filter(pk=question_id).first()
+    if question is None or not _visible_to(question, user):
+        return None
+    if question.is_finished:
+        job_cache_set(question)
+    return question
+
+
+def question_list(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    status: str | None = None,
+    search: str | None = None,
+    owner_id: int | None = None,
+) -> QuerySet[Question]:
+    """The user's jobs (staff: everyone's, optionally one owner's), newest first."""
+    questions = Question.objects.select_related("owner").order_by("-created_at")
+    if not user.is_staff:
+        questions = questions.filter(owner_id=user.pk)
+    elif owner_id is not None:
+        questions = questions.filter(owner_id=owner_id)
+    if status:
+        questions = questions.filter(status=status)
+    if search:
+        questions = questions.filter(Q(text__icontains=search) | Q(answer__icontains=search))
+    return questions
+
+
+def question_status_counts() -> dict[str, Any]:
+    """Jobs by status, and the age in seconds of the oldest job still waiting (or None)."""
+    counts = dict.fromkeys(Question.Status.values, 0)
+    for row in Question.objects.values("status").annotate(n=Count("pk")).order_by():
+        counts[row["status"]] = row["n"]
+    oldest = Question.objects.filter(status=Question.Status.QUEUED).aggregate(
+        oldest=Min("created_at")
+    )["oldest"]
+    return {
+        **counts,
+        "oldest_waiting_seconds": (
+            None if oldest is None else (timezone.now() - oldest).total_seconds()
+        ),
+    }

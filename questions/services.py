@@ -1,0 +1,256 @@
+"""Writes: every change of a question's state goes through these functions."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from opentelemetry import trace
+
+from questions import metrics
+from questions.cache import job_cache_delete, job_cache_set
+from questions.llm.client import Completion
+from questions.models import Question
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+logger = logging.getLogger(__name__)
+
+Status = Question.Status
+
+
+def validate_question_text(text: object) -> str:
+    """The question as it will be stored, or a ValidationError saying what is wrong."""
+    if not isinstance(text, str):
+        raise ValidationError("The question must be a string.", code="invalid_type")
+    text = text.strip()
+    if not text:
+        raise ValidationError("The question may not be blank.", code="blank")
+    limit = settings.QUESTIONS_MAX_LENGTH
+    if len(text) > limit:
+        raise ValidationError(
+            f"The question is {len(text)} characters long; the limit is {limit}.",
+            code="max_length",
+        )
+    if "\x00" in text:
+        raise ValidationError("The question may not contain NUL characters.", code="null")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("The question is not valid Unicode text.", code="encoding") from None
+    return text
+
+
+def question_create(
+    *, owner: AbstractBaseUser, text: str, idempotency_key: str | None = None
+) -> tuple[Question, bool]:
+    """Record a question and enqueue its job once the transaction commits.
+
+    Returns (question, created). With an idempotency key already used by this owner, the
+    existing question comes back and nothing new is recorded or enqueued.
+    """
+    text = validate_question_text(text)
+    if idempotency_key is not None:
+        existing = Question.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    span_context = trace.get_current_span().get_span_context()
+    try:
+        with transaction.atomic():
+            question = Question.objects.create(
+                owner=owner,
+                text=text,
+                idempotency_key=idempotency_key,
+                trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
+            )
+            transaction.on_commit(partial(question_enqueue, question_id=question.pk))
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # A concurrent request with the same key won the race: return its question.
+        return Question.objects.get(owner=owner, idempotency_key=idempotency_key), False
+    metrics.QUESTIONS_CREATED.inc()
+    logger.info("question created", extra={"job_id": str(question.pk)})
+    return question, True
+
+
+def question_enqueue(*, question_id: object) -> bool:
+    """Send the job to SQS. On failure the job stays queued for requeue_jobs; never raises."""
+    from questions.tasks import answer_question
+
+    try:
+        answer_question.enqueue(job_id=str(question_id))
+    except Exception as exc:
+        metrics.ENQUEUE_FAILURES.inc()
+        logger.warning(
+            "could not enqueue job; it stays queued for requeue_jobs",
+            extra={"job_id": str(question_id), "error": type(exc).__name__},
+        )
+        return False
+    Question.objects.filter(pk=question_id, status=Status.QUEUED).update(enqueued_at=timezone.now())
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of trying to claim a job: `question` if claimed, else its state (or None)."""
+
+    question: Question | None
+    current: Question | None
+
+
+def question_claim(*, question_id: object, lease_seconds: float) -> Claim:
+    """Atomically take a queued job (or a running one whose claim expired) for this worker."""
+    now = timezone.now()
+    claimed = (
+        Question.objects.filter(pk=question_id)
+        .filter(Q(status=Status.QUEUED) | Q(status=Status.RUNNING, claim_expires_at__lt=now))
+        .update(
+            status=Status.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=now,
+            claim_expires_at=now + timedelta(seconds=lease_seconds),
+        )
+    )
+    question = Question.objects.filter(pk=question_id).first()
+    if not claimed or question is None:
+        return Claim(question=None, current=question)
+    if question.enqueued_at is not None:
+        metrics.QUEUE_WAIT.observe(max((now - question.enqueued_at).total_seconds(), 0.0))
+    return Claim(question=question, current=None)
+
+
+def _finish(question: Question, status: str, **fields: object) -> bool:
+    """Store a final state if this worker still holds the claim (fenced by attempts)."""
+    now = timezone.now()
+    updated = Question.objects.filter(
+        pk=question.pk, status=Status.RUNNING, attempts=question.attempts
+    ).update(status=status, finished_at=now, claim_expires_at=None, **fields)
+    if not updated:
+        logger.warning(
+            "lost the claim on a job; result discarded", extra={"job_id": str(question.pk)}
+        )
+        return False
+    question.refresh_from_db()
+    metrics.JOBS_FINISHED.labels(outcome=status).inc()
+    if question.started_at is not None:
+        metrics.JOB_DURATION.labels(outcome=status).observe(
+            (now - question.started_at).total_seconds()
+        )
+    job_cache_set(question)
+    return True
+
+
+def question_succeed(*, question: Question, completion: Completion) -> bool:
+    return _finish(
+        question,
+        Status.SUCCEEDED,
+        answer=completion.text,
+        model=completion.model,
+        error="",
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+    )
+
+
+def question_fail(*, question: Question, error: str, model: str = "") -> bool:
+    return _finish(question, Status.FAILED, error=error, model=model or question.model)
+
+
+def question_release_for_retry(*, question: Question, error: str) -> bool:
+    """running → queued: this attempt failed in a way worth trying again."""
+    return bool(
+        Question.objects.filter(
+            pk=question.pk, status=Status.RUNNING, attempts=question.attempts
+        ).update(status=Status.QUEUED, error=error, claim_expires_at=None)
+    )
+
+
+def question_retry(*, question: Question) -> bool:
+    """A failed job back to queued for a fresh round of attempts, and re-enqueued."""
+    updated = Question.objects.filter(pk=question.pk, status=Status.FAILED).update(
+        status=Status.QUEUED,
+        error="",
+        answer="",
+        attempts=0,
+        started_at=None,
+        finished_at=None,
+        claim_expires_at=None,
+        enqueued_at=None,
+    )
+    if not updated:
+        return False
+    job_cache_delete(question.pk)
+    transaction.on_commit(partial(question_enqueue, question_id=question.pk))
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueReport:
+    unsent: int = 0
+    stale: int = 0
+    expired_claims: int = 0
+    failed: int = 0
+    not_sent: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.unsent + self.stale + self.expired_claims + self.failed
+
+
+def questions_requeue(
+    *,
+    unsent_before: datetime,
+    sent_before: datetime,
+    include_failed: bool = False,
+    limit: int = 1000,
+) -> RequeueReport:
+    """Put jobs that no worker will otherwise see back on the queue.
+
+    - queued jobs never sent (SQS was down when they were asked) and created before `unsent_before`;
+    - queued jobs sent before `sent_before` and never picked up (their message was lost or
+      dead-lettered);
+    - running jobs whose worker's claim expired before `sent_before` (the worker died);
+    - with `include_failed`, failed jobs, for a fresh round of attempts.
+    """
+    counts = {"unsent": 0, "stale": 0, "expired_claims": 0, "failed": 0, "not_sent": 0}
+    categories: list[tuple[str, Q]] = [
+        ("unsent", Q(status=Status.QUEUED, enqueued_at__isnull=True, created_at__lt=unsent_before)),
+        ("stale", Q(status=Status.QUEUED, enqueued_at__lt=sent_before)),
+        ("expired_claims", Q(status=Status.RUNNING, claim_expires_at__lt=sent_before)),
+    ]
+    for reason, condition in categories:
+        ids = list(
+            Question.objects.filter(condition)
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        for question_id in ids:
+            still_stale = Question.objects.filter(condition, pk=question_id).update(
+                status=Status.QUEUED, claim_expires_at=None
+            )
+            if not still_stale:
+                continue
+            counts[reason] += 1
+            metrics.JOBS_REQUEUED.labels(reason=reason).inc()
+            if not question_enqueue(question_id=question_id):
+                counts["not_sent"] += 1
+    if include_failed:
+        for question in Question.objects.filter(status=Status.FAILED).order_by("created_at")[
+            :limit
+        ]:
+            with transaction.atomic():
+                retried = question_retry(question=question)
+            if retried:
+                counts["failed"] += 1
+                metrics.JOBS_REQUEUED.labels(reason="failed").inc()
+    return RequeueReport(**counts)

@@ -1,0 +1,62 @@
+"""A `django.tasks` backend that sends each enqueued task to an SQS queue.
+
+`run_sqs_worker` is its worker. Django's task queue name "default" maps to `SQS_QUEUE_NAME`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import Task, TaskResult, TaskResultStatus
+from django.tasks.signals import task_enqueued
+from django.utils import timezone
+
+from questions.sqs.client import get_queue_url, get_sqs_client
+from questions.sqs.messages import encode_message, trace_attributes
+
+
+def sqs_queue_name(task_queue_name: str) -> str:
+    if task_queue_name == "default":
+        return settings.SQS_QUEUE_NAME
+    return task_queue_name
+
+
+class SQSTaskBackend(BaseTaskBackend):
+    supports_defer = False
+    supports_async_task = False
+    supports_get_result = False
+    supports_priority = False
+
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        self.validate_task(task)
+        now = timezone.now()
+        result = TaskResult(
+            task=task,
+            id=uuid.uuid4().hex,
+            status=TaskResultStatus.READY,
+            enqueued_at=now,
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=list(args),
+            kwargs=dict(kwargs),
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        get_sqs_client().send_message(
+            QueueUrl=get_queue_url(sqs_queue_name(task.queue_name)),
+            MessageBody=encode_message(
+                task_path=task.module_path,
+                result_id=result.id,
+                args=result.args,
+                kwargs=result.kwargs,
+                enqueued_at=now.isoformat(),
+            ),
+            MessageAttributes=trace_attributes(),
+        )
+        task_enqueued.send(type(self), task_result=result)
+        return result

@@ -1,0 +1,23 @@
+"""The per-user limit on asking (each question costs money), for the API and the page alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.throttling import UserRateThrottle
+
+from questions.metrics import CACHE_FALLBACKS
+
+
+class AskRateThrottle(UserRateThrottle):
+    """`QUESTIONS_THROTTLE_RATE` per user. Counts live in Redis; if Redis is down it lets
+    requests through (counted as a cache fallback) rather than refusing every question."""
+
+    scope = "ask"
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except Exception:
+            CACHE_FALLBACKS.labels(operation="throttle").inc()
+            return True

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from questions import views
+
+app_name = "questions"
+
+urlpatterns = [
+    path("", views.ask, name="ask"),
+    path("questions/<uuid:pk>/", views.detail, name="detail"),
+]
