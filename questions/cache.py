@@ -93,3 +93,11 @@ def job_cache_delete(question_id: object) -> None:
         _record_failure("delete", exc)
         return
     _record_success()
+
+
+def reset_breaker() -> None:
+    """Close the circuit breaker (tests, and after an operator fixed Redis)."""
+    global _down_until, _outage_logged
+    with _lock:
+        _down_until = 0.0
+        _outage_logged = False

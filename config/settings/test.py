@@ -19,7 +19,8 @@ DATABASES = {
     )
 }
 CACHES["default"]["LOCATION"] = env_str("REDIS_URL", default="redis://127.0.0.1:6379/15")
-CACHES["default"]["KEY_PREFIX"] = f"test-{os.getpid()}"
+# Worker subprocesses started by a test inherit the prefix, so they share its cache keys.
+CACHES["default"]["KEY_PREFIX"] = env_str("CACHE_KEY_PREFIX", default=f"test-{os.getpid()}")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"ask": "1000/minute"}
 LOG_FORMAT = "json"

@@ -81,7 +81,7 @@ class Heartbeat(threading.Thread):
         # Held while a batch is sent, so that once untrack() returns the message is never
         # extended again (a retry's own visibility is not overwritten).
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def track(self, entry: InFlight) -> None:
         with self._lock:
@@ -96,11 +96,11 @@ class Heartbeat(threading.Thread):
             return list(self._tracked.values())
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
         tick = min(self.interval / 2, 1.0)
-        while not self._stop.wait(tick):
+        while not self._halt.wait(tick):
             try:
                 self._beat()
             except Exception:
@@ -173,9 +173,9 @@ class Acker(threading.Thread):
                     closing = True
                     break
                 batch.append(item)
-            self._delete(batch)
+            self._delete_batch(batch)
 
-    def _delete(self, batch: list[InFlight]) -> None:
+    def _delete_batch(self, batch: list[InFlight]) -> None:
         entries = [{"Id": str(i), "ReceiptHandle": e.receipt_handle} for i, e in enumerate(batch)]
         for attempt in range(3):
             try:

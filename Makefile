@@ -1,0 +1,39 @@
+# Everyday commands. `make run` serves the app locally; `make test` runs the whole suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help venv run test lint fmt check bench bench-quick clean
+
+help:
+	@echo "make run    - web + worker + local SQS on http://127.0.0.1:8000 (no Docker, no API key)"
+	@echo "make test   - the test suite against real PostgreSQL, Redis, SQS server, Chromium"
+	@echo "make lint   - ruff, manage.py check, makemigrations --check"
+	@echo "make fmt    - ruff format + autofix"
+	@echo "make bench  - benchmarks (bench/README.md); bench-quick for a short run"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	scripts/bootstrap.sh $(VENV)
+
+run: venv
+	scripts/run-local.sh
+
+test: venv
+	scripts/ensure-system.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+fmt: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+check: lint
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts .run

@@ -1,0 +1,231 @@
+"""The test rig: real PostgreSQL and Redis, a real SQS server (moto) over HTTP, and the fake
+OpenAI-wire server from tests/llm_server.py. Nothing of the project's own code is mocked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from questions import cache as job_cache
+from questions.llm.client import reset_llm_client
+from questions.sqs.client import get_sqs_client, reset_sqs_client
+from questions.sqs.queues import queue_depth, queues_create
+from tests.factories import UserFactory
+from tests.llm_server import FakeLLM
+from tests.support import ROOT, WorkerProcess, child_env, free_port, wait_until
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+# Credentials for the local SQS server; boto3 refuses to sign without some.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _start_moto(port: int) -> subprocess.Popen[bytes]:
+    executable = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    command = [executable] if executable else [sys.executable, "-m", "moto.server"]
+    return subprocess.Popen(
+        [*command, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """A moto SQS server for the whole session (or the one AWS_ENDPOINT_URL_SQS names)."""
+    if os.environ.get("TEST_SQS_ENDPOINT"):
+        endpoint = os.environ["TEST_SQS_ENDPOINT"]
+        process = None
+    else:
+        port = free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        process = _start_moto(port)
+    os.environ["AWS_ENDPOINT_URL_SQS"] = endpoint
+    reset_sqs_client()
+
+    def reachable() -> bool:
+        try:
+            get_sqs_client().list_queues()
+        except Exception:
+            return False
+        return True
+
+    wait_until(reachable, timeout=30, interval=0.2, what="the SQS server to start")
+    yield endpoint
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@dataclass
+class Queues:
+    name: str
+    dlq_name: str
+    url: str
+    dlq_url: str
+
+    def depth(self) -> dict[str, int]:
+        return queue_depth(self.url)
+
+    def dlq_messages(self) -> list[dict[str, Any]]:
+        """Everything in the DLQ (received with a short visibility, so left in place)."""
+        messages: dict[str, dict[str, Any]] = {}
+        for _ in range(5):
+            batch = (
+                get_sqs_client()
+                .receive_message(
+                    QueueUrl=self.dlq_url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=0,
+                    VisibilityTimeout=1,
+                    MessageAttributeNames=["All"],
+                )
+                .get("Messages", [])
+            )
+            for message in batch:
+                messages[message["MessageId"]] = message
+            if not batch:
+                break
+        return list(messages.values())
+
+    def send_raw(self, body: str) -> None:
+        get_sqs_client().send_message(QueueUrl=self.url, MessageBody=body)
+
+
+@pytest.fixture
+def queues(sqs_endpoint: str, settings: Any) -> Queues:
+    """A fresh queue + DLQ for this test, named in settings."""
+    suffix = uuid.uuid4().hex[:10]
+    name, dlq_name = f"questions-{suffix}", f"questions-dlq-{suffix}"
+    created = queues_create(
+        queue_name=name, dlq_name=dlq_name, visibility_timeout=30, max_receive_count=10
+    )
+    settings.SQS_QUEUE_NAME = name
+    settings.SQS_DLQ_NAME = dlq_name
+    return Queues(name=name, dlq_name=dlq_name, url=created.queue_url, dlq_url=created.dlq_url)
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[FakeLLM]:
+    with FakeLLM() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server: FakeLLM, settings: Any) -> Iterator[FakeLLM]:
+    """The OpenAI-wire test server, reset, and the project configured to use it."""
+    fake_llm_server.reset()
+    settings.OPENAI_BASE_URL = fake_llm_server.base_url
+    settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
+    settings.OPENAI_MODEL = "gpt-4o-mini"
+    settings.OPENAI_TIMEOUT = 10.0
+    reset_llm_client()
+    yield fake_llm_server
+    reset_llm_client()
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache_state() -> Iterator[None]:
+    """Each test starts with an empty Redis test database and a closed cache breaker."""
+    job_cache.reset_breaker()
+    with contextlib.suppress(Exception):  # a test that takes Redis down restores it itself
+        cache.clear()
+    yield
+    job_cache.reset_breaker()
+
+
+@pytest.fixture
+def user() -> Any:
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user() -> Any:
+    return UserFactory()
+
+
+@pytest.fixture
+def staff_user() -> Any:
+    return UserFactory(is_staff=True)
+
+
+def _token_client(user: Any) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api(user: Any) -> APIClient:
+    """An API client authenticated with `user`'s token."""
+    return _token_client(user)
+
+
+@pytest.fixture
+def api_for() -> Callable[[Any], APIClient]:
+    return _token_client
+
+
+@pytest.fixture
+def run_worker(queues: Queues) -> Callable[..., str]:
+    """Run the worker in-process until the queue is drained (--burst); returns its output."""
+
+    def run(*extra: str) -> str:
+        from io import StringIO
+
+        out = StringIO()
+        call_command(
+            "run_sqs_worker",
+            "--burst",
+            "--wait-time=1",
+            "--requeue-interval=0",
+            *extra,
+            stdout=out,
+        )
+        return out.getvalue()
+
+    return run
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """A folder for this test's artefacts (screenshots, logs) under test-artifacts/."""
+    path = ARTIFACTS / request.node.name.replace("/", "_").replace("[", "_").replace("]", "")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def worker_process(queues: Queues, artifacts: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start `run_sqs_worker` as a real subprocess sharing this test's DB, Redis, queues, LLM."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        process = WorkerProcess(
+            ["--wait-time=1", *args],
+            env=child_env(**(env or {})),
+            log_path=artifacts / f"worker-{len(started)}.log",
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()

@@ -1,0 +1,98 @@
+"""Helpers shared by the tests: polling with a deadline, free ports, worker subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until[T](
+    predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `predicate` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """The environment for a subprocess that must see what this test process sees."""
+    db = settings.DATABASES["default"]
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": (
+                f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+                if db["ENGINE"].endswith("postgresql")
+                else os.environ.get("DATABASE_URL", "")
+            ),
+            "REDIS_URL": settings.CACHES["default"]["LOCATION"],
+            "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+            "SQS_QUEUE_NAME": settings.SQS_QUEUE_NAME,
+            "SQS_DLQ_NAME": settings.SQS_DLQ_NAME,
+            "OPENAI_BASE_URL": settings.OPENAI_BASE_URL or "",
+            "OPENAI_API_KEY": settings.OPENAI_API_KEY or "",
+            "OPENAI_TIMEOUT": str(settings.OPENAI_TIMEOUT),
+            "QUESTIONS_CLAIM_MARGIN": str(settings.QUESTIONS_CLAIM_MARGIN),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+class WorkerProcess:
+    """`manage.py run_sqs_worker` as a real subprocess, its output kept in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "run_sqs_worker", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()
