@@ -74,5 +74,14 @@ class QuestionOutputSerializer(serializers.ModelSerializer):
         }
 
 
+class QuestionPageSerializer(serializers.Serializer):
+    """One page of jobs (the shape of DRF's PageNumberPagination)."""
+
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = QuestionOutputSerializer(many=True)
+
+
 class QuestionListFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Question.Status.choices, required=False)

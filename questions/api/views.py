@@ -15,6 +15,7 @@ from questions.api.serializers import (
     QuestionCreateInputSerializer,
     QuestionListFilterSerializer,
     QuestionOutputSerializer,
+    QuestionPageSerializer,
 )
 from questions.selectors import question_get, question_list
 from questions.services import question_create
@@ -26,6 +27,7 @@ _ERROR = OpenApiResponse(description="JSON error: {error, detail, fields?}")
 _IDEMPOTENCY_KEY = OpenApiParameter(
     name="Idempotency-Key",
     location=OpenApiParameter.HEADER,
+    type={"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]([ -~]*[!-~])?$"},
     required=False,
     description="Retrying a POST with the same key returns the same job instead of a new one.",
 )
@@ -69,7 +71,7 @@ class QuestionListCreateApi(APIView):
             owner=request.user, text=serializer.validated_data["question"], idempotency_key=key
         )
         data = QuestionOutputSerializer(question, context={"request": request}).data
-        headers = {"Location": data["url"]}
+        headers = {"Location": str(data["url"])}
         if not created:
             headers["Idempotent-Replayed"] = "true"
         return Response(data, status=status.HTTP_202_ACCEPTED, headers=headers)
@@ -77,7 +79,7 @@ class QuestionListCreateApi(APIView):
     @extend_schema(
         operation_id="questions_list",
         parameters=[QuestionListFilterSerializer],
-        responses={200: QuestionOutputSerializer(many=True), 400: _ERROR, 401: _ERROR},
+        responses={200: QuestionPageSerializer, 400: _ERROR, 401: _ERROR, 404: _ERROR},
     )
     def get(self, request: Request) -> Response:
         filters = QuestionListFilterSerializer(data=request.query_params)

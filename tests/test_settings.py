@@ -1,0 +1,50 @@
+"""Production settings: pass `check --deploy` with real-looking values, refuse without a key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.support import ROOT
+
+PRODUCTION_ENV = {
+    "DJANGO_SETTINGS_MODULE": "config.settings.production",
+    "DJANGO_SECRET_KEY": "k3J9x!v2Qm#8Lr$tZp6Wn@4Yc1Hd7Fs0Ga5Eb-Uq_Io+Tj=Xl%Vk*Ry^Mh&Nw(Pe)",
+    "DJANGO_ALLOWED_HOSTS": "questions.example.com",
+    "DATABASE_URL": "postgres://questions:pw@db.internal:5432/questions",
+    "REDIS_URL": "redis://cache.internal:6379/0",
+    "OPENAI_API_KEY": "sk-live-looking-but-fake",
+}
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_production_settings_pass_check_deploy():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DJANGO_SECRET_KEY"}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_a_malformed_setting_is_reported_by_name():
+    result = manage("check", env={**PRODUCTION_ENV, "OPENAI_TIMEOUT": "soon"})
+    assert result.returncode != 0
+    assert "OPENAI_TIMEOUT must be a number" in result.stderr
