@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+from rest_framework.settings import api_settings
 from rest_framework.throttling import UserRateThrottle
 
 from questions.metrics import CACHE_FALLBACKS
@@ -14,6 +16,14 @@ class AskRateThrottle(UserRateThrottle):
     requests through (counted as a cache fallback) rather than refusing every question."""
 
     scope = "ask"
+
+    def get_rate(self) -> str | None:
+        # Read the setting at call time: DRF binds THROTTLE_RATES once, at import, so a rate
+        # changed later (override_settings in tests) would otherwise go unseen.
+        try:
+            return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
+        except KeyError:
+            raise ImproperlyConfigured(f"No throttle rate set for scope {self.scope!r}.") from None
 
     def allow_request(self, request: Any, view: Any) -> bool:
         try:

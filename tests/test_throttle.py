@@ -1,0 +1,112 @@
+"""Cost control on the page and the API alike: a per-user rate limit and a maximum length."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+
+from questions.models import Question
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def two_per_minute(settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"ask": "2/minute"},
+    }
+
+
+@pytest.fixture
+def page(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _ask_page(client: Client, text: str):
+    return client.post("/", {"question": text})
+
+
+def _ask_api(api, text: str):
+    return api.post("/api/questions/", {"question": text}, format="json")
+
+
+@pytest.mark.usefixtures("two_per_minute")
+def test_the_page_refuses_the_third_question_in_a_minute_with_a_clear_message(page):
+    assert _ask_page(page, "one").status_code == 302
+    assert _ask_page(page, "two").status_code == 302
+
+    response = _ask_page(page, "three, please")
+    assert response.status_code == 429
+    content = response.content.decode()
+    assert "You have asked a lot of questions in a short time" in content
+    assert re.search(r"try again in about \d+ seconds", content)
+    assert ">three, please</textarea>" in content  # the question is not lost
+    assert Question.objects.count() == 2
+
+
+@pytest.mark.usefixtures("two_per_minute")
+def test_the_api_refuses_the_third_question_in_a_minute_with_429_json(api):
+    assert _ask_api(api, "one").status_code == 202
+    assert _ask_api(api, "two").status_code == 202
+
+    response = _ask_api(api, "three")
+    assert response.status_code == 429
+    body = response.json()
+    assert body["error"] == "throttled"
+    assert "throttled" in body["detail"].lower()
+    assert 0 < body["retry_after"] <= 60
+    assert int(response["Retry-After"]) > 0
+    assert Question.objects.count() == 2
+
+
+@pytest.mark.usefixtures("two_per_minute")
+def test_the_page_and_the_api_share_one_budget_per_user(page, api, api_for, other_user):
+    assert _ask_page(page, "page one").status_code == 302
+    assert _ask_api(api, "api one").status_code == 202
+    assert _ask_page(page, "page two").status_code == 429
+    assert _ask_api(api, "api two").status_code == 429
+    # Another user has a budget of their own.
+    assert _ask_api(api_for(other_user), "mine").status_code == 202
+    assert Question.objects.count() == 3
+
+
+@pytest.mark.usefixtures("two_per_minute")
+def test_reading_is_not_throttled(page, api):
+    for _ in range(4):
+        assert page.get("/").status_code == 200
+        assert api.get("/api/questions/").status_code == 200
+    assert _ask_api(api, "still allowed").status_code == 202
+
+
+def test_the_page_refuses_a_question_over_the_length_limit(page, settings):
+    settings.QUESTIONS_MAX_LENGTH = 20
+    form = page.get("/").content.decode()
+    assert "Up to 20 characters." in form
+
+    response = _ask_page(page, "x" * 21)
+    assert response.status_code == 400
+    content = response.content.decode()
+    assert "The question is 21 characters long; the limit is 20." in content
+    assert 'aria-invalid="true"' in content
+    assert not Question.objects.exists()
+
+    assert _ask_page(page, "x" * 20).status_code == 302
+    assert Question.objects.count() == 1
+
+
+def test_the_api_refuses_a_question_over_the_length_limit_with_400_json(api, settings):
+    settings.QUESTIONS_MAX_LENGTH = 20
+
+    response = _ask_api(api, "x" * 21)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid"
+    assert body["fields"]["question"] == ["The question is 21 characters long; the limit is 20."]
+    assert not Question.objects.exists()
+
+    assert _ask_api(api, "x" * 20).status_code == 202
