@@ -8,5 +8,8 @@ app_name = "questions"
 
 urlpatterns = [
     path("", views.ask, name="ask"),
+    path("questions/", views.history, name="history"),
     path("questions/<uuid:pk>/", views.detail, name="detail"),
+    path("questions/<uuid:pk>/live/", views.live, name="live"),
+    path("account/token/", views.token, name="token"),
 ]

@@ -1,0 +1,60 @@
+"""Forms of the question pages. Validation of a question's text lives in the service layer."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+
+from questions.models import Question
+from questions.services import validate_question_text
+
+
+class AskForm(forms.Form):
+    question = forms.CharField(
+        label="Your question",
+        widget=forms.Textarea(attrs={"rows": 5}),
+        error_messages={"required": "The question may not be blank."},
+    )
+    # A fresh id per rendered form: submitting the same form twice records one question.
+    request_id = forms.UUIDField(widget=forms.HiddenInput, required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limit = settings.QUESTIONS_MAX_LENGTH
+        self.fields["question"].help_text = f"Up to {limit:,} characters. Markdown is welcome."
+
+    def clean_question(self) -> str:
+        try:
+            return validate_question_text(self.cleaned_data.get("question", ""))
+        except ValidationError as exc:
+            raise ValidationError(exc.messages) from exc
+
+
+class HistoryFilterForm(forms.Form):
+    """The history page's filters, read from the query string; staff also filter by owner."""
+
+    q = forms.CharField(label="Search", required=False, max_length=200)
+    status = forms.ChoiceField(
+        label="Status", required=False, choices=[("", "Any status"), *Question.Status.choices]
+    )
+    owner = forms.ModelChoiceField(
+        label="Asked by", required=False, queryset=get_user_model().objects.none()
+    )
+
+    def __init__(self, *args: Any, staff: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if staff:
+            owner = cast(forms.ModelChoiceField, self.fields["owner"])
+            owner.queryset = (
+                get_user_model()
+                .objects.filter(questions__isnull=False)
+                .distinct()
+                .order_by("username")
+            )
+            owner.empty_label = "Anyone"
+        else:
+            del self.fields["owner"]
