@@ -4,11 +4,16 @@
   `OTEL_TRACES_EXPORTER` nor `OTEL_EXPORTER_OTLP_*ENDPOINT`) only the context propagates.
 - `OTEL_TRACES_EXPORTER`: `otlp` (default when an endpoint is set), `console` or `none`;
   `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (default) or `grpc`.
-- `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are read by the SDK itself.
+- `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_*` (batching) and
+  `OTEL_PYTHON_DJANGO_EXCLUDED_URLS` are read by the SDK and the instrumentations themselves.
+
+The provider is shut down at interpreter exit, so the spans of a worker's last jobs are
+exported before the process ends (the batch processor would otherwise drop them).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 
@@ -60,10 +65,13 @@ def configure_telemetry(service_name: str, *, instrument_django: bool = False) -
         _configured = True
         exporter = _exporter()
         if exporter is not None:
-            resource = Resource.create({"service.name": service_name})  # OTEL_SERVICE_NAME wins
+            # OTEL_SERVICE_NAME, when set, names the service; the caller's name is the default.
+            named = os.environ.get("OTEL_SERVICE_NAME", "").strip()
+            resource = Resource.create({} if named else {"service.name": service_name})
             provider = TracerProvider(resource=resource)
             provider.add_span_processor(BatchSpanProcessor(exporter))
             trace.set_tracer_provider(provider)
+            atexit.register(provider.shutdown)
 
         from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
         from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor

@@ -160,6 +160,10 @@ QUESTIONS_REQUEUE_AFTER = env_int("QUESTIONS_REQUEUE_AFTER", default=300)
 # How long a worker's claim on a job lasts beyond the LLM timeout before another may take it.
 QUESTIONS_CLAIM_MARGIN = env_int("QUESTIONS_CLAIM_MARGIN", default=30)
 
+# --- Observability. The admin links a job's trace id to this URL ("{trace_id}" is replaced),
+# e.g. Grafana's Explore view of Tempo (docker-compose.yml sets one); unset: no link.
+TRACE_URL_TEMPLATE = env_optional("TRACE_URL_TEMPLATE")
+
 LOG_LEVEL = env_str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", default="json")
 LOGGING = {
