@@ -15,19 +15,24 @@ SQS_PORT=${SQS_PORT:-9324}
 PY=.venv/bin/python
 mkdir -p .run
 
+# Children run in their own sessions (setsid) so that Ctrl-C reaches only this script, which
+# then sends each exactly one SIGTERM (a second signal would make the worker exit at once).
 pids=()
 cleanup() {
   trap - INT TERM EXIT
   echo; echo "Stopping..."
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Newest first: the worker finishes its jobs while the SQS server is still up.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
 }
 trap cleanup INT TERM EXIT
 
 if [ -z "${AWS_ENDPOINT_URL_SQS:-}" ]; then
   export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$SQS_PORT"
   echo "Starting a local SQS server (moto) on $AWS_ENDPOINT_URL_SQS (log: .run/sqs.log)"
-  .venv/bin/moto_server -H 127.0.0.1 -p "$SQS_PORT" >.run/sqs.log 2>&1 &
+  setsid .venv/bin/moto_server -H 127.0.0.1 -p "$SQS_PORT" >.run/sqs.log 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do
     curl -s -o /dev/null "$AWS_ENDPOINT_URL_SQS" && break
@@ -41,9 +46,9 @@ $PY manage.py create_demo_user --username admin --password admin-password --staf
 token_line=$($PY manage.py create_demo_user --username demo --password demo-password | tail -1)
 token=${token_line#API token: }
 
-$PY manage.py runserver "127.0.0.1:$PORT" --noreload &
+setsid $PY manage.py runserver "127.0.0.1:$PORT" --noreload &
 pids+=($!)
-$PY manage.py run_sqs_worker --concurrency 4 --wait-time 5 &
+setsid $PY manage.py run_sqs_worker --concurrency 4 --wait-time 5 &
 pids+=($!)
 
 cat <<MSG
