@@ -166,12 +166,22 @@ def question_fail(*, question: Question, error: str, model: str = "") -> bool:
     return _finish(question, Status.FAILED, error=error, model=model or question.model)
 
 
-def question_release_for_retry(*, question: Question, error: str) -> bool:
-    """running → queued: this attempt failed in a way worth trying again."""
+def question_release_for_retry(
+    *, question: Question, error: str, due_at: datetime | None = None
+) -> bool:
+    """running → queued: this attempt failed in a way worth trying again.
+
+    `due_at` is when its message becomes visible again; it is stored as `enqueued_at` so that
+    requeue_jobs does not take a job waiting out its backoff (or Retry-After) for a stale one
+    and send it early.
+    """
+    fields: dict[str, object] = {"status": Status.QUEUED, "error": error, "claim_expires_at": None}
+    if due_at is not None:
+        fields["enqueued_at"] = due_at
     return bool(
         Question.objects.filter(
             pk=question.pk, status=Status.RUNNING, attempts=question.attempts
-        ).update(status=Status.QUEUED, error=error, claim_expires_at=None)
+        ).update(**fields)
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.tasks import task
@@ -47,14 +48,25 @@ def answer_question(context: TaskContext, job_id: str) -> str:
         return _not_claimed(claim.current, job_id)
 
     llm = get_llm_client()
+    if question.attempts > max_attempts:
+        # Claimed again after workers died mid-call more often than allowed (a question that
+        # crashes the worker, say): stop here instead of paying for yet another call.
+        message = f"Gave up after {max_attempts} attempts: the worker stopped during the call."
+        question_fail(question=question, error=message, model=llm.model)
+        logger.warning("job failed: too many attempts", extra={"attempt": question.attempts})
+        return Question.Status.FAILED
     try:
         completion = llm.complete(question.text)
     except Exception as exc:
         failure = classify_llm_error(exc)
         log_extra = {"reason": failure.reason, "attempt": question.attempts}
         if failure.retryable and question.attempts < max_attempts:
-            question_release_for_retry(question=question, error=failure.message)
             delay = backoff_delay(question.attempts, failure.retry_after)
+            question_release_for_retry(
+                question=question,
+                error=failure.message,
+                due_at=timezone.now() + timedelta(seconds=delay),
+            )
             metrics.JOB_RETRIES.labels(reason=failure.reason).inc()
             logger.warning("LLM call failed, will retry", extra={**log_extra, "delay": delay})
             raise RetryLater(delay, failure.reason) from exc

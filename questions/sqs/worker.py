@@ -13,12 +13,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import math
 import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -137,10 +140,19 @@ class Heartbeat(threading.Thread):
 class Acker(threading.Thread):
     """Deletes handled messages in batches of up to 10, lingering briefly to fill a batch."""
 
-    def __init__(self, *, queue_url: str, linger: float = 0.05) -> None:
+    def __init__(
+        self,
+        *,
+        queue_url: str,
+        linger: float = 0.05,
+        on_done: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__(name="sqs-acker", daemon=True)
         self.queue_url = queue_url
         self.linger = linger
+        # Called with the number of messages of each batch once it is settled (deleted, or
+        # given up on), so the worker frees their slots only when SQS no longer holds them for it.
+        self._on_done = on_done or (lambda count: None)
         self._pending: queue.Queue[InFlight | None] = queue.Queue()
 
     def delete(self, entry: InFlight) -> None:
@@ -173,7 +185,10 @@ class Acker(threading.Thread):
                     closing = True
                     break
                 batch.append(item)
-            self._delete_batch(batch)
+            try:
+                self._delete_batch(batch)
+            finally:
+                self._on_done(len(batch))
 
     def _delete_batch(self, batch: list[InFlight]) -> None:
         entries = [{"Id": str(i), "ReceiptHandle": e.receipt_handle} for i, e in enumerate(batch)]
@@ -238,6 +253,7 @@ class Worker:
         self._processed = 0
         self._next_requeue = time.monotonic() + min(requeue_interval, 5.0)
         self._next_queue_stats = 0.0
+        self.unfinished = 0  # jobs still running when the grace period ran out
 
     # --- public ---------------------------------------------------------------------------
 
@@ -261,17 +277,22 @@ class Worker:
             for signum in (signal.SIGTERM, signal.SIGINT)
         }
 
-    def run(self) -> None:
+    def run(self) -> bool:
+        """Consume until stopped (or, with burst, until the queue is empty).
+
+        Returns False when jobs were still running at the end of the grace period: their threads
+        are still alive, so the caller should exit the process (their messages were given back).
+        """
         queue_url = self._resolve_queue_url()
         if queue_url is None:
-            return
+            return True
         dlq_url = self._resolve_dlq_url()
         heartbeat = Heartbeat(
             queue_url=queue_url,
             visibility_timeout=self.visibility_timeout,
             interval=max(self.visibility_timeout / 3, 0.5),
         )
-        acker = Acker(queue_url=queue_url)
+        acker = Acker(queue_url=queue_url, on_done=self._release)
         heartbeat.start()
         acker.start()
         executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="job")
@@ -285,6 +306,7 @@ class Worker:
         finally:
             self._wind_down(queue_url, executor, heartbeat, acker)
         self._log(f"Worker stopped after {self._processed} messages.")
+        return not self.unfinished
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -307,7 +329,7 @@ class Worker:
                 failures = 0
             except _SQS_ERRORS as exc:
                 failures += 1
-                delay = min(2 ** min(failures, 5), 30)
+                delay = min(2 ** min(failures, 5), 10)
                 logger.warning(
                     "receive_message failed; retrying in %ss",
                     delay,
@@ -369,6 +391,7 @@ class Worker:
         receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         parent = propagate.extract(trace_carrier(message.get("MessageAttributes")))
         token = otel_context.attach(parent)
+        handed_to_acker = False
         try:
             close_old_connections()
             with tracer.start_as_current_span(
@@ -383,23 +406,36 @@ class Worker:
             ) as span:
                 outcome = self._run_task(message, receive_count, span)
             heartbeat.untrack(entry.message_id)
-            self._apply(outcome, message, entry, queue_url, dlq_url, acker, receive_count)
+            handed_to_acker = self._apply(
+                outcome, message, entry, queue_url, dlq_url, acker, receive_count
+            )
         except Exception:
             logger.exception("could not handle a message; it will be delivered again")
             heartbeat.untrack(entry.message_id)
         finally:
-            close_old_connections()
+            try:
+                close_old_connections()
+            except Exception:
+                logger.warning("could not close database connections", exc_info=True)
             otel_context.detach(token)
             with self._slots:
-                self._in_flight -= 1
                 self._processed += 1
-                metrics.JOBS_IN_FLIGHT.set(self._in_flight)
-                self._slots.notify_all()
+            if not handed_to_acker:
+                # Otherwise the acker frees the slot once the message is deleted: until then
+                # SQS still holds it invisible for this worker, so it still counts.
+                self._release(1)
+
+    def _release(self, count: int) -> None:
+        with self._slots:
+            self._in_flight -= count
+            metrics.JOBS_IN_FLIGHT.set(self._in_flight)
+            self._slots.notify_all()
 
     def _run_task(self, message: dict[str, Any], receive_count: int, span: Any) -> Outcome:
         try:
             task_message = decode_message(message.get("Body", ""))
             task = self._resolve_task(task_message.task_path)
+            _check_arguments(task, task_message)
         except (MalformedMessage, DeadLetter) as exc:
             return Outcome.dead_letter(str(exc))
         job_id = str(task_message.kwargs.get("job_id", ""))
@@ -413,20 +449,23 @@ class Worker:
                     task.call(context, *task_message.args, **task_message.kwargs)
                 else:
                     task.call(*task_message.args, **task_message.kwargs)
+                outcome = Outcome.ack()
             except RetryLater as retry:
-                return Outcome.retry(retry.delay, retry.reason)
+                outcome = Outcome.retry(retry.delay, retry.reason)
             except DeadLetter as dead:
-                logger.error("message sent to the DLQ: %s", dead.reason)
-                return Outcome.dead_letter(dead.reason)
+                outcome = Outcome.dead_letter(dead.reason)
             except Exception as exc:
                 delay = backoff_delay(receive_count)
                 logger.exception("task raised; the message will be delivered again")
                 span.record_exception(exc)
-                return Outcome.retry(delay, type(exc).__name__)
-            finally:
-                object.__setattr__(result, "finished_at", timezone.now())
-                task_finished.send(sender=type(self), task_result=result)
-        return Outcome.ack()
+                outcome = Outcome.retry(delay, type(exc).__name__)
+            status = (
+                TaskResultStatus.SUCCESSFUL if outcome.kind == "ack" else TaskResultStatus.FAILED
+            )
+            object.__setattr__(result, "status", status)
+            object.__setattr__(result, "finished_at", timezone.now())
+            task_finished.send(sender=type(self), task_result=result)
+        return outcome
 
     def _resolve_task(self, task_path: str) -> Task:
         try:
@@ -469,41 +508,44 @@ class Worker:
         dlq_url: str | None,
         acker: Acker,
         receive_count: int,
-    ) -> None:
+    ) -> bool:
+        """Settle the message with SQS; True if it was handed to the acker for deletion."""
         client = get_sqs_client()
         if outcome.kind == "ack":
             acker.delete(entry)
-        elif outcome.kind == "retry":
+            return True
+        if outcome.kind == "retry":
             delay = min(max(math.ceil(outcome.delay), 0), MAX_VISIBILITY_SECONDS)
             client.change_message_visibility(
                 QueueUrl=queue_url, ReceiptHandle=entry.receipt_handle, VisibilityTimeout=delay
             )
             metrics.SQS_MESSAGES.labels(action="retried").inc()
-        else:
-            if dlq_url is None:
-                # No DLQ to move it to: leave it; the queue's redrive policy (if any) applies.
-                logger.error("no DLQ configured; leaving a poison message on the queue")
-                return
-            attributes = dict(message.get("MessageAttributes") or {})
-            attributes["dead_letter_reason"] = {
-                "DataType": "String",
-                "StringValue": outcome.reason[:256] or "unknown",
-            }
-            client.send_message(
-                QueueUrl=dlq_url,
-                MessageBody=message.get("Body", "") or "(empty)",
-                MessageAttributes=attributes,
-            )
-            acker.delete(entry)
-            metrics.SQS_MESSAGES.labels(action="dead_lettered").inc()
-            logger.error(
-                "message moved to the DLQ",
-                extra={
-                    "message_id": entry.message_id,
-                    "reason": outcome.reason,
-                    "receive_count": receive_count,
-                },
-            )
+            return False
+        if dlq_url is None:
+            # No DLQ to move it to: leave it; the queue's redrive policy (if any) applies.
+            logger.error("no DLQ configured; leaving a poison message on the queue")
+            return False
+        attributes = dict(message.get("MessageAttributes") or {})
+        attributes["dead_letter_reason"] = {
+            "DataType": "String",
+            "StringValue": outcome.reason[:256] or "unknown",
+        }
+        client.send_message(
+            QueueUrl=dlq_url,
+            MessageBody=message.get("Body", "") or "(empty)",
+            MessageAttributes=attributes,
+        )
+        acker.delete(entry)
+        metrics.SQS_MESSAGES.labels(action="dead_lettered").inc()
+        logger.error(
+            "message moved to the DLQ",
+            extra={
+                "message_id": entry.message_id,
+                "reason": outcome.reason,
+                "receive_count": receive_count,
+            },
+        )
+        return True
 
     # --- periodic chores ------------------------------------------------------------------
 
@@ -596,6 +638,7 @@ class Worker:
             while self._in_flight and time.monotonic() < deadline:
                 self._slots.wait(timeout=min(1.0, max(deadline - time.monotonic(), 0.01)))
             unfinished = self._in_flight
+        self.unfinished = unfinished
         if unfinished:
             self._log(f"{unfinished} jobs did not finish in time; their messages return to SQS.")
             self._give_back(
@@ -611,7 +654,7 @@ class Worker:
         name = signal.Signals(signum).name
         if self._signals > 1:
             self._log(f"Second {name}: exiting now; unfinished messages will be redelivered.")
-            os._exit(1)
+            flush_and_exit(1)
         self._log(f"{name} received: finishing jobs in flight, then exiting (again to force).")
         self.stop()
 
@@ -633,6 +676,26 @@ class Outcome:
     @classmethod
     def dead_letter(cls, reason: str) -> Outcome:
         return cls("dead_letter", 0.0, reason)
+
+
+def _check_arguments(task: Task, message: TaskMessage) -> None:
+    """A message whose arguments do not fit the task can never succeed: DLQ, not retries."""
+    try:
+        signature = inspect.signature(task.func)
+        if task.takes_context:
+            signature.bind(None, *message.args, **message.kwargs)
+        else:
+            signature.bind(*message.args, **message.kwargs)
+    except TypeError as exc:
+        raise DeadLetter(f"arguments do not fit {message.task_path}: {exc}") from None
+
+
+def flush_and_exit(code: int) -> None:
+    """Exit the process now, without waiting for job threads (after flushing output)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def restore_signal_handlers(handlers: dict[int, Any]) -> None:

@@ -38,7 +38,14 @@ class Command(BaseCommand):
                 question, _ = question_create(owner=user, text=options["question"])
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
-        self.stdout.write(f"Job {question.pk} {question.status}.")
+        question.refresh_from_db()
+        if question.enqueued_at is None:
+            self.stderr.write(
+                f"Job {question.pk} is recorded but could not be sent to SQS; it stays queued "
+                "and requeue_jobs (or the worker's periodic sweep) will send it."
+            )
+        else:
+            self.stdout.write(f"Job {question.pk} {question.status}.")
         if not options["wait"]:
             return
         deadline = time.monotonic() + options["timeout"]

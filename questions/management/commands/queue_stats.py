@@ -6,6 +6,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from questions.selectors import question_status_counts
 from questions.sqs.client import get_queue_url
@@ -26,7 +27,10 @@ class Command(BaseCommand):
             dlq = queue_depth(get_queue_url(options["dlq"]))
         except (BotoCoreError, ClientError) as exc:
             raise CommandError(f"Could not read the queues: {exc}") from exc
-        jobs = question_status_counts()
+        try:
+            jobs = question_status_counts()
+        except DatabaseError as exc:
+            raise CommandError(f"Could not read the jobs: {exc}") from exc
         if options["json"]:
             self.stdout.write(json.dumps({"queue": main, "dlq": dlq, "jobs": jobs}))
             return
@@ -34,7 +38,8 @@ class Command(BaseCommand):
             f"Queue {options['queue']}: {main['visible']} visible, {main['in_flight']} in flight, "
             f"{main['delayed']} delayed"
         )
-        self.stdout.write(f"DLQ   {options['dlq']}: {dlq['visible'] + dlq['in_flight']} messages")
+        dlq_total = sum(dlq.values())
+        self.stdout.write(f"DLQ   {options['dlq']}: {dlq_total} messages")
         statuses = ", ".join(f"{jobs[s]} {s}" for s in ("queued", "running", "succeeded", "failed"))
         self.stdout.write(f"Jobs: {statuses}")
         age = jobs["oldest_waiting_seconds"]

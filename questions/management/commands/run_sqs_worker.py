@@ -9,7 +9,7 @@ from prometheus_client import start_http_server
 
 from config.telemetry import configure_telemetry
 from questions.management.commands._options import int_range, non_negative_float
-from questions.sqs.worker import Worker, restore_signal_handlers
+from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
 from questions.tasks import DEFAULT_MAX_ATTEMPTS
 
 
@@ -101,6 +101,11 @@ class Command(BaseCommand):
         )
         previous = worker.install_signal_handlers()
         try:
-            worker.run()
+            finished = worker.run()
         finally:
             restore_signal_handlers(previous)
+        if not finished:
+            # Job threads outlived the grace period; their messages were given back to SQS and
+            # their claims expire on their own. Do not wait for them.
+            self.stderr.write(f"{worker.unfinished} jobs were cut off by the shutdown timeout.")
+            flush_and_exit(1)
