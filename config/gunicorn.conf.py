@@ -28,6 +28,9 @@ forwarded_allow_ips = "*"
 worker_tmp_dir = "/dev/shm"  # noqa: S108 (the heartbeat file; tmpfs avoids disk stalls)
 accesslog = None
 errorlog = "-"
+# gunicorn's control socket lives in $HOME, which the container's user cannot write and which
+# two replicas on one host would share; nothing here uses it.
+control_socket_disable = True
 loglevel = env_str("LOG_LEVEL", default="info").lower()
 logconfig_dict = {
     "version": 1,
@@ -45,6 +48,7 @@ logconfig_dict = {
     "root": {"handlers": ["stdout"], "level": "INFO"},
     "loggers": {
         "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
-        "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        # A dictConfig turns gunicorn's access log on; WARNING keeps it quiet (see above).
+        "gunicorn.access": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
     },
 }
