@@ -14,7 +14,7 @@ import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from config.logging import ContextFilter, JsonFormatter, bind_job_id
 from questions.models import Question
@@ -39,6 +39,7 @@ def incoming_trace() -> Iterator[SpanContext]:
         span_id=int(secrets.token_hex(8), 16),
         is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("questions", "test")]),
     )
     token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
     yield parent
@@ -68,6 +69,7 @@ def test_the_worker_continues_the_trace_of_the_post(
     )["Messages"][0]
     traceparent = message["MessageAttributes"]["traceparent"]["StringValue"]
     assert traceparent == f"00-{trace_id}-{parent_span_id}-01"
+    assert message["MessageAttributes"]["tracestate"]["StringValue"] == "questions=test"
     assert QUESTION not in message["Body"]
 
     worker = worker_process(
