@@ -322,6 +322,22 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
             if line.startswith("{") and job_id in line
         ]
         assert job_lines and {line["trace_id"] for line in job_lines} == {job.trace_id}
+        # ... and so does the web replica's line about creating it; no question text, no secret.
+        logs = {
+            name: (processes.logs / f"{name}.log").read_text()
+            for name in ("web1", "web2", "worker")
+        }
+        created = [
+            json.loads(line)
+            for text in (logs["web1"], logs["web2"])
+            for line in text.splitlines()
+            if line.startswith("{") and '"question created"' in line
+        ]
+        assert [(line["job_id"], line["trace_id"]) for line in created] == [(job_id, job.trace_id)]
+        for name, text in logs.items():
+            assert QUESTION not in text, name
+            assert production["DJANGO_SECRET_KEY"] not in text, name
+            assert token not in text, name
 
         # --- every metric the dashboard reads exists in a running process's /metrics
         offered = exposition_names(http.get(worker_metrics, timeout=5).text)
