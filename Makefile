@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help venv run test lint fmt check bench bench-quick clean
+.PHONY: help venv run test lint fmt check bench bench-quick bench-deps clean
 
 help:
 	@echo "make run    - web + worker + local SQS on http://127.0.0.1:8000 (no Docker, no API key)"
@@ -34,6 +34,19 @@ fmt: venv
 	$(VENV)/bin/ruff format .
 
 check: lint
+
+bench-deps: venv
+	$(VENV)/bin/pip install -q -r bench/requirements.txt
+	cd bench && npm ci --no-audit --no-fund --loglevel=error
+	@command -v wrk >/dev/null || apt-get install -y -q wrk || echo "wrk missing: apt-get install wrk (the API section is skipped without it)"
+
+bench: bench-deps
+	scripts/ensure-system.sh
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: bench-deps
+	scripts/ensure-system.sh
+	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts .run

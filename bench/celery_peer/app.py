@@ -1,0 +1,76 @@
+"""Celery doing the worker's job with the project's own services, so the work is identical.
+
+Configured from the environment the bench sets (the same as the worker's, plus):
+    BENCH_CELERY_QUEUE      the queue name;  BENCH_CELERY_QUEUE_URL  its URL, as the server gave it
+Run: celery -A bench.celery_peer.app worker -P threads -c C -Q $BENCH_CELERY_QUEUE
+
+Settings a team would choose for this job: acks late (delete only after the outcome is stored,
+as the project's worker does), prefetch 1 per thread, no result backend.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from urllib.parse import urlsplit
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
+django.setup()
+
+from celery import Celery  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db import close_old_connections  # noqa: E402
+
+from questions.llm.client import get_llm_client  # noqa: E402
+from questions.services import question_claim, question_succeed  # noqa: E402
+
+
+def answer_question(job_id: str) -> str:
+    """Claim the row, ask the LLM, store the answer (row + Redis): the worker's happy path."""
+    close_old_connections()
+    try:
+        lease = settings.OPENAI_TIMEOUT + settings.QUESTIONS_CLAIM_MARGIN
+        claim = question_claim(question_id=uuid.UUID(job_id), lease_seconds=lease)
+        if claim.question is None:
+            return "not claimed"
+        completion = get_llm_client().complete(claim.question.text)
+        question_succeed(question=claim.question, completion=completion)
+        return "succeeded"
+    finally:
+        close_old_connections()
+
+
+def make_app(*, queue: str, queue_url: str, endpoint: str) -> Celery:
+    """A Celery app on one SQS queue (its URL as the server gave it) with the task registered."""
+    parts = urlsplit(endpoint)
+    app = Celery("bench_celery_peer")
+    app.conf.update(
+        broker_url=f"sqs://bench:bench@{parts.hostname}:{parts.port}",
+        broker_transport_options={
+            "region": settings.AWS_REGION,
+            "is_secure": False,
+            "visibility_timeout": 300,
+            "wait_time_seconds": 1,
+            "predefined_queues": {
+                queue: {"url": queue_url, "access_key_id": "bench", "secret_access_key": "bench"}
+            },
+        },
+        broker_connection_retry_on_startup=True,
+        task_default_queue=queue,
+        task_acks_late=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+    )
+    app.task(name=TASK_NAME)(answer_question)
+    return app
+
+
+TASK_NAME = "bench.answer_question"
+app = make_app(
+    queue=os.environ.get("BENCH_CELERY_QUEUE", "celery"),
+    queue_url=os.environ.get("BENCH_CELERY_QUEUE_URL", ""),
+    endpoint=os.environ.get("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:4566"),
+)
