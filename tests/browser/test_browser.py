@@ -43,6 +43,9 @@ def test_a_user_asks_and_watches_the_answer_arrive_without_reloading(
     expect(page.get_by_role("heading", level=1)).to_have_text("Ask a question")
     assert unlabelled_controls(page) == []
     screenshot(page, "ask-page", docs=True)
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to main content")).to_be_focused()
+    screenshot(page, "skip-link-focused")
 
     page.get_by_label("Your question").fill(EVIL_QUESTION)
     page.get_by_role("button", name="Ask").click()
