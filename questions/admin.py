@@ -7,11 +7,13 @@ import csv
 from collections.abc import Iterable
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from questions.models import Question
 from questions.services import question_retry
@@ -104,7 +106,7 @@ class QuestionAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Tracing", {"fields": ("trace_id", "idempotency_key"), "classes": ("collapse",)}),
+        ("Tracing", {"fields": ("trace", "idempotency_key")}),
     )
     readonly_fields = (
         "id",
@@ -124,12 +126,23 @@ class QuestionAdmin(admin.ModelAdmin):
         "finished_at",
         "duration_display",
         "claim_expires_at",
-        "trace_id",
+        "trace",
         "idempotency_key",
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # questions are asked through the page or the API, which enqueue them
+
+    @admin.display(description="trace")
+    def trace(self, question: Question) -> str:
+        """The request's trace id, linked to Grafana/Tempo when TRACE_URL_TEMPLATE is set."""
+        if not question.trace_id:
+            return "-"
+        template = settings.TRACE_URL_TEMPLATE
+        if not template:
+            return question.trace_id
+        url = template.replace("{trace_id}", question.trace_id)
+        return format_html('<a href="{}" rel="noopener">{}</a>', url, question.trace_id)
 
     @admin.display(description="question", ordering="text")
     def short_question(self, question: Question) -> str:

@@ -154,3 +154,22 @@ def test_non_staff_cannot_open_the_admin(user):
     response = client.get(CHANGELIST)
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+def test_the_trace_id_links_to_grafana_tempo(admin_client_, settings):
+    settings.TRACE_URL_TEMPLATE = "http://grafana.example/explore?trace={trace_id}"
+    job = QuestionFactory(trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
+
+    page = admin_client_.get(f"{CHANGELIST}{job.pk}/change/").content.decode()
+
+    assert '<a href="http://grafana.example/explore?trace=4bf92f3577b34da6a3ce929d0e0e4736"' in page
+
+
+def test_without_a_trace_url_template_the_trace_id_is_plain_text(admin_client_, settings):
+    settings.TRACE_URL_TEMPLATE = None
+    job = QuestionFactory(trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
+
+    page = admin_client_.get(f"{CHANGELIST}{job.pk}/change/").content.decode()
+
+    assert "4bf92f3577b34da6a3ce929d0e0e4736" in page
+    assert "explore?" not in page
