@@ -1,14 +1,18 @@
 """The SQS worker loop behind `manage.py run_sqs_worker`.
 
 - Receives only as many messages as it has free slots (no hidden buffer of invisible messages),
-  long-polling when idle; runs each on a thread of its own (the work is I/O).
+  long-polling when idle; runs each on a thread of its own (the work is I/O). A slot is freed
+  only once its message is settled with SQS (deleted, delayed for a retry, or dead-lettered), so
+  the worker never holds more than `concurrency` messages invisible.
 - A heartbeat extends the visibility of every running message before it lapses.
 - A message is deleted only after its task returned, in batches (short linger).
 - A task asks for a retry with `RetryLater` (the message's visibility becomes the delay) or for
   the DLQ with `DeadLetter`; a message that cannot be parsed goes to the DLQ; an unexpected error
   (PostgreSQL down, say) is retried with backoff and, past the redrive limit, ends in the DLQ.
 - First SIGTERM/SIGINT: stop receiving, give back what was received but not started, let the
-  running jobs finish within the grace period, exit 0. A second signal exits at once.
+  running jobs finish within the grace period, exit 0. Jobs still running after it have their
+  messages given back and `run()` returns False (the command then exits 1 without waiting for
+  their threads). A second signal exits at once; what it cuts off is redelivered.
 """
 
 from __future__ import annotations
