@@ -125,6 +125,25 @@ def test_sigterm_during_the_llm_call_finishes_the_job_and_gives_the_rest_back(
     assert "SIGTERM received" in worker.output
 
 
+def test_sigterm_with_a_job_outliving_the_grace_period_exits_without_waiting_for_it(
+    user, queues, fake_llm, worker_process
+):
+    fake_llm.enqueue({"hang": True})  # would hold the job for OPENAI_TIMEOUT (10 s)
+    question = ask(user)
+
+    worker = worker_process("--visibility-timeout=30", "--shutdown-timeout=0.5")
+    assert fake_llm.wait_for_calls(1, timeout=15), worker.output
+    signalled = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=8) == 1, worker.output
+    assert time.monotonic() - signalled < 5  # did not sit out the 10 s call
+
+    assert "1 jobs were cut off by the shutdown timeout." in worker.output
+    # Its message is back on the queue at once; the job's claim lapses by itself.
+    assert queues.depth() == {"visible": 1, "in_flight": 0, "delayed": 0}
+    assert job(question).status == Question.Status.RUNNING
+
+
 def test_an_llm_call_longer_than_three_visibility_timeouts_is_made_once(
     user, queues, fake_llm, worker_process
 ):
