@@ -184,22 +184,11 @@ def api_for() -> Callable[[Any], APIClient]:
 
 
 @pytest.fixture
-def run_worker(queues: Queues) -> Callable[..., str]:
-    """Run the worker in-process until the queue is drained (--burst); returns its output."""
+def run_worker(queues: Queues) -> Callable[..., None]:
+    """Run the worker in-process until the queue is drained (--burst). It logs, not prints."""
 
-    def run(*extra: str) -> str:
-        from io import StringIO
-
-        out = StringIO()
-        call_command(
-            "run_sqs_worker",
-            "--burst",
-            "--wait-time=1",
-            "--requeue-interval=0",
-            *extra,
-            stdout=out,
-        )
-        return out.getvalue()
+    def run(*extra: str) -> None:
+        call_command("run_sqs_worker", "--burst", "--wait-time=1", "--requeue-interval=0", *extra)
 
     return run
 

@@ -5,6 +5,7 @@ messages that can never succeed, and handing back what it cannot finish."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -153,7 +154,7 @@ def _message(task: str, kwargs: dict[str, Any], args: list[Any] | None = None) -
     return json.dumps({"v": 1, "task": task, "id": "r", "args": args or [], "kwargs": kwargs})
 
 
-def test_messages_that_can_never_succeed_go_to_the_dlq(user, queues, fake_llm, run_worker):
+def test_messages_that_can_never_succeed_go_to_the_dlq(user, queues, fake_llm, run_worker, caplog):
     task = "questions.tasks.answer_question"
     poison = {
         "[1, 2]": "not a JSON object",
@@ -169,7 +170,8 @@ def test_messages_that_can_never_succeed_go_to_the_dlq(user, queues, fake_llm, r
         queues.send_raw(body)
     good = question_create(owner=user, text="Still served?")[0]
 
-    output = run_worker()
+    caplog.set_level(logging.INFO, logger="questions.sqs.worker")
+    run_worker()
 
     assert Question.objects.get(pk=good.pk).status == Question.Status.SUCCEEDED
     assert fake_llm.calls == 1
@@ -178,7 +180,7 @@ def test_messages_that_can_never_succeed_go_to_the_dlq(user, queues, fake_llm, r
     for body, reason in poison.items():
         assert reason in dead[body]["MessageAttributes"]["dead_letter_reason"]["StringValue"]
     assert queues.depth() == EMPTY
-    assert "Worker stopped after 9 messages." in output
+    assert "Worker stopped after 9 messages." in caplog.text
 
 
 def test_messages_received_after_stop_are_given_back_at_once(user, queues, fake_llm):

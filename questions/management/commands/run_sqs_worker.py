@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -11,6 +12,8 @@ from config.telemetry import configure_telemetry
 from questions.management.commands._options import int_range, non_negative_float
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
 from questions.tasks import DEFAULT_MAX_ATTEMPTS
+
+logger = logging.getLogger("questions.worker")
 
 
 class Command(BaseCommand):
@@ -85,7 +88,7 @@ class Command(BaseCommand):
             start_http_server(
                 options["metrics_port"], addr=os.environ.get("METRICS_ADDR", "0.0.0.0")
             )
-            self.stdout.write(f"Metrics on :{options['metrics_port']}/metrics")
+            logger.info("metrics on :%s/metrics", options["metrics_port"])
         worker = Worker(
             queue_name=options["queue"],
             dlq_name=options["dlq"],
@@ -97,7 +100,6 @@ class Command(BaseCommand):
             burst=options["burst"],
             shutdown_timeout=options["shutdown_timeout"],
             requeue_interval=options["requeue_interval"],
-            log=lambda line: self.stdout.write(line),
         )
         previous = worker.install_signal_handlers()
         try:
@@ -107,5 +109,5 @@ class Command(BaseCommand):
         if not finished:
             # Job threads outlived the grace period; their messages were given back to SQS and
             # their claims expire on their own. Do not wait for them.
-            self.stderr.write(f"{worker.unfinished} jobs were cut off by the shutdown timeout.")
+            logger.error("%s jobs were cut off by the shutdown timeout.", worker.unfinished)
             flush_and_exit(1)
