@@ -150,10 +150,14 @@ class Acker(threading.Thread):
         queue_url: str,
         linger: float = 0.05,
         on_done: Callable[[int], None] | None = None,
+        held: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(name="sqs-acker", daemon=True)
         self.queue_url = queue_url
         self.linger = linger
+        # How many messages the worker holds (running or awaiting deletion): once the batch has
+        # them all, no running job can join it, so lingering would only keep slots busy.
+        self._held = held or (lambda: 10)
         # Called with the number of messages of each batch once it is settled (deleted, or
         # given up on), so the worker frees their slots only when SQS no longer holds them for it.
         self._on_done = on_done or (lambda count: None)
@@ -175,7 +179,7 @@ class Acker(threading.Thread):
                 break
             batch = [first]
             deadline = time.monotonic() + self.linger
-            while len(batch) < 10:
+            while len(batch) < min(10, self._held()):
                 remaining = deadline - time.monotonic()
                 try:
                     item = (
@@ -296,7 +300,7 @@ class Worker:
             visibility_timeout=self.visibility_timeout,
             interval=max(self.visibility_timeout / 3, 0.5),
         )
-        acker = Acker(queue_url=queue_url, on_done=self._release)
+        acker = Acker(queue_url=queue_url, on_done=self._release, held=lambda: self._in_flight)
         heartbeat.start()
         acker.start()
         executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="job")
