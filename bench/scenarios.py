@@ -37,26 +37,24 @@ class Ctx:
     profile: bool = False
 
 
-def _profile(ctx: Ctx, consumer: Process, name: str) -> subprocess.Popen[bytes] | None:
-    """py-spy on the consumer, idle frames too (collapsed stacks) → <logdir>/<name>.pyspy.txt."""
+def _profile(
+    ctx: Ctx, pid: int, name: str, *, idle: bool = True, subprocesses: bool = False
+) -> subprocess.Popen[bytes] | None:
+    """py-spy on a process (collapsed stacks) → <logdir>/<name>.pyspy.txt; stop with SIGINT."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         return None
     out = ctx.rig.logdir / f"{name}.pyspy.txt"
-    argv = [
-        py_spy,
-        "record",
-        "-p",
-        str(consumer.pid),
-        "-o",
-        str(out),
-        "-r",
-        "200",
-        "--format",
-        "raw",
-        "--idle",
-    ]
+    argv = [py_spy, "record", "-p", str(pid), "-o", str(out), "-r", "200", "--format", "raw"]
+    argv += ["--idle"] if idle else []
+    argv += ["--subprocesses"] if subprocesses else []
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_profile(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
 
 
 def _queue_name(kind: str, latency: float, concurrency: int) -> str:
@@ -105,7 +103,7 @@ def throughput_cell(
     else:
         jobs.send_messages(queue_url, ids)
     consumer = _start_consumer(ctx, kind, queue, queue_url, concurrency)
-    profiler = _profile(ctx, consumer, queue) if ctx.profile else None
+    profiler = _profile(ctx, consumer.pid, queue) if ctx.profile else None
     try:
         done_at = jobs.wait_finished(
             count, timeout=timeout, alive=lambda: consumer.popen.poll() is None
@@ -113,9 +111,7 @@ def throughput_cell(
         peak = consumer.peak_rss_mib()
         cpu = cpu_seconds(consumer.pid)
     finally:
-        if profiler is not None:
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait(timeout=60)
+        _stop_profile(profiler)
         ctx.rig.stop(consumer)
     result = jobs.outcome(count, ctx.rig.llm_calls())
     rate = count / result.busy_seconds
@@ -406,6 +402,11 @@ def api(ctx: Ctx, web: Web, *, duration: int, connections: int) -> dict[str, Any
         status = _status(web, method, path, payload, token)
         if status != expected:
             raise RuntimeError(f"{method} {path} answered {status}, expected {expected}")
+        profiler = (
+            _profile(ctx, web.process.pid, f"gunicorn-{name}", idle=False, subprocesses=True)
+            if ctx.profile
+            else None
+        )
         rows.append(
             wrk(
                 web,
@@ -419,6 +420,7 @@ def api(ctx: Ctx, web: Web, *, duration: int, connections: int) -> dict[str, Any
                 connections=connections,
             )
         )
+        _stop_profile(profiler)
     posted = Question.objects.count() - 3  # the two rows above and the pre-flight POST
     bare = rows[0]["req_per_s"] or 1.0
     for row in rows:
