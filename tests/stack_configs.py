@@ -7,6 +7,7 @@ limits, headers, /metrics denial, metrics paths) is the file docker-compose.yml 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,6 +54,10 @@ def render_nginx_conf(
     assert seen == {"path": len(paths), "upstream": 2, "listen": 1}, (
         f"nginx/nginx.conf changed shape; update tests/stack_configs.py: {seen}"
     )
+    if os.geteuid() == 0:
+        # As root, nginx's workers would run as www-data and could not read a checkout in a
+        # private folder (mktemp -d is 0700): keep them as the test's own user.
+        out.insert(0, "user root;")
     rendered = workdir / "nginx.conf"
     rendered.write_text("\n".join(out) + "\n")
     return rendered

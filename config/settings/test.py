@@ -18,6 +18,13 @@ DATABASES = {
         env_str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/questions")
     )
 }
+# One test database per test run, so two runs on one machine (a developer's and CI's) never
+# drop each other's database. Worker subprocesses get the name through DATABASE_URL.
+DATABASES["default"]["TEST"] = {
+    "NAME": env_str(
+        "TEST_DATABASE_NAME", default=f"test_{DATABASES['default']['NAME']}_{os.getpid()}"
+    )
+}
 CACHES["default"]["LOCATION"] = env_str("REDIS_URL", default="redis://127.0.0.1:6379/15")
 # Worker subprocesses started by a test inherit the prefix, so they share its cache keys.
 CACHES["default"]["KEY_PREFIX"] = env_str("CACHE_KEY_PREFIX", default=f"test-{os.getpid()}")
