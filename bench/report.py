@@ -102,6 +102,7 @@ def render(report: dict[str, Any]) -> str:
                     "C",
                     "jobs",
                     "peer jobs/s",
+                    "peer CPU ms/job",
                     "our C",
                     "ours jobs/s",
                     "ours ÷ peer",
@@ -196,3 +197,17 @@ def render(report: dict[str, Any]) -> str:
             f"\nTarget peak < 150 MB {_mark(memory['peak_rss_mib'] * 1.048576 < 150)}",
         ]
     return "\n".join(out)
+
+
+def main() -> None:
+    """`python -m bench.report [results.json]`: the tables of a finished run again."""
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest-full.json")
+    print(render(json.loads(path.read_text())))
+
+
+if __name__ == "__main__":
+    main()
