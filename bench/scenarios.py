@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import runpy
 import shutil
 import signal
 import statistics
@@ -166,12 +167,16 @@ def bare_drain(ctx: Ctx, *, count: int) -> dict[str, Any]:
 
 
 def gunicorn_argv(port: int) -> tuple[list[str], str]:
-    """gunicorn as production runs it: the repo's gunicorn.conf.py if there is one."""
+    """gunicorn as production runs it (the Dockerfile's CMD): -c config/gunicorn.conf.py."""
     argv = [sys.executable, "-m", "gunicorn", "config.wsgi:application"]
-    config = ROOT / "gunicorn.conf.py"
+    config = ROOT / "config" / "gunicorn.conf.py"
     if config.is_file():
         argv += ["-c", str(config)]
-        how = "gunicorn.conf.py"
+        conf = runpy.run_path(str(config))
+        how = (
+            f"config/gunicorn.conf.py: {conf.get('workers', 1)} process(es), "
+            f"{conf.get('worker_class', 'sync')}, {conf.get('threads', 1)} threads"
+        )
     else:
         workers = 2 * (os.cpu_count() or 1) + 1
         argv += ["--workers", str(workers), "--worker-class", "gthread", "--threads", "4"]
