@@ -140,7 +140,14 @@ def _finish(question: Question, status: str, **fields: object) -> bool:
             "lost the claim on a job; result discarded", extra={"job_id": str(question.pk)}
         )
         return False
-    question.refresh_from_db()
+    # The row now holds exactly these values: mirror them instead of reading it back.
+    for name, value in {
+        "status": status,
+        "finished_at": now,
+        "claim_expires_at": None,
+        **fields,
+    }.items():
+        setattr(question, name, value)
     metrics.JOBS_FINISHED.labels(outcome=status).inc()
     if question.started_at is not None:
         metrics.JOB_DURATION.labels(outcome=status).observe(

@@ -64,7 +64,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", default=60),
-        conn_health_checks=True,
+        # No "SELECT 1" before each request or job: a connection that broke is discarded after
+        # its first error (Django closes connections that saw errors at the end of the unit).
+        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", default=False),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -189,5 +191,7 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
+        # Django's own "Task … state=…" lines repeat what questions.tasks logs once per job.
+        "django.tasks": {"level": "WARNING"},
     },
 }

@@ -151,6 +151,7 @@ class Acker(threading.Thread):
         linger: float = 0.05,
         on_done: Callable[[int], None] | None = None,
         held: Callable[[], int] | None = None,
+        saturated: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(name="sqs-acker", daemon=True)
         self.queue_url = queue_url
@@ -158,6 +159,9 @@ class Acker(threading.Thread):
         # How many messages the worker holds (running or awaiting deletion): once the batch has
         # them all, no running job can join it, so lingering would only keep slots busy.
         self._held = held or (lambda: 10)
+        # True while every slot is taken: then a slot is only freed by this deletion, so waiting
+        # for a fuller batch would idle the worker; take what is already there and send.
+        self._saturated = saturated or (lambda: False)
         # Called with the number of messages of each batch once it is settled (deleted, or
         # given up on), so the worker frees their slots only when SQS no longer holds them for it.
         self._on_done = on_done or (lambda count: None)
@@ -180,7 +184,7 @@ class Acker(threading.Thread):
             batch = [first]
             deadline = time.monotonic() + self.linger
             while len(batch) < min(10, self._held()):
-                remaining = deadline - time.monotonic()
+                remaining = 0.0 if self._saturated() else deadline - time.monotonic()
                 try:
                     item = (
                         self._pending.get(timeout=max(remaining, 0))
@@ -300,7 +304,12 @@ class Worker:
             visibility_timeout=self.visibility_timeout,
             interval=max(self.visibility_timeout / 3, 0.5),
         )
-        acker = Acker(queue_url=queue_url, on_done=self._release, held=lambda: self._in_flight)
+        acker = Acker(
+            queue_url=queue_url,
+            on_done=self._release,
+            held=lambda: self._in_flight,
+            saturated=lambda: self._in_flight >= self.concurrency,
+        )
         heartbeat.start()
         acker.start()
         executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="job")
