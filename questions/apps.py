@@ -6,3 +6,6 @@ from django.apps import AppConfig
 class QuestionsConfig(AppConfig):
     name = "questions"
     verbose_name = "Questions"
+
+    def ready(self) -> None:
+        from questions import signals  # noqa: F401 - connects the receivers

@@ -1,4 +1,5 @@
-"""The Redis cache of finished jobs: one key per job, a TTL, and survival when Redis is down.
+"""The Redis cache in front of PostgreSQL: finished jobs and API-token lookups, one key each,
+with a TTL, and survival when Redis is down.
 
 When Redis fails, the caller falls back to PostgreSQL. The failure is counted every time and
 logged once per outage, and the cache is not tried again for a few seconds (a small circuit
@@ -7,10 +8,11 @@ breaker), so a dead Redis costs one timeout per few seconds, not one per request
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -18,6 +20,8 @@ from django.core.cache import cache
 from questions.metrics import CACHE_FALLBACKS
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
     from questions.models import Question
 
 logger = logging.getLogger(__name__)
@@ -26,14 +30,6 @@ _RETRY_AFTER_SECONDS = 5.0
 _lock = threading.Lock()
 _down_until = 0.0
 _outage_logged = False
-
-
-def _job_key(question_id: object) -> str:
-    return f"job:{question_id}"
-
-
-def _available() -> bool:
-    return time.monotonic() >= _down_until
 
 
 def _record_failure(operation: str, exc: Exception) -> None:
@@ -58,41 +54,59 @@ def _record_success() -> None:
                 logger.info("Redis cache available again")
 
 
-def job_cache_get(question_id: object) -> Question | None:
-    if not _available():
-        CACHE_FALLBACKS.labels(operation="get").inc()
+def _guarded(operation: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one cache call unless the breaker is open; None (and counted) when Redis fails."""
+    if time.monotonic() < _down_until:
+        CACHE_FALLBACKS.labels(operation=operation).inc()
         return None
     try:
-        value = cache.get(_job_key(question_id))
+        result = call(*args, **kwargs)
     except Exception as exc:
-        _record_failure("get", exc)
+        _record_failure(operation, exc)
         return None
     _record_success()
-    return value
+    return result
+
+
+# --- finished jobs ------------------------------------------------------------------------
+
+
+def _job_key(question_id: object) -> str:
+    return f"job:{question_id}"
+
+
+def job_cache_get(question_id: object) -> Question | None:
+    return _guarded("get", cache.get, _job_key(question_id))
 
 
 def job_cache_set(question: Question) -> None:
-    if not _available():
-        CACHE_FALLBACKS.labels(operation="set").inc()
-        return
-    try:
-        cache.set(_job_key(question.pk), question, timeout=settings.QUESTIONS_CACHE_TTL)
-    except Exception as exc:
-        _record_failure("set", exc)
-        return
-    _record_success()
+    _guarded(
+        "set", cache.set, _job_key(question.pk), question, timeout=settings.QUESTIONS_CACHE_TTL
+    )
 
 
 def job_cache_delete(question_id: object) -> None:
-    if not _available():
-        CACHE_FALLBACKS.labels(operation="delete").inc()
-        return
-    try:
-        cache.delete(_job_key(question_id))
-    except Exception as exc:
-        _record_failure("delete", exc)
-        return
-    _record_success()
+    _guarded("delete", cache.delete, _job_key(question_id))
+
+
+# --- API tokens ---------------------------------------------------------------------------
+
+
+def _token_key(token_key: str) -> str:
+    # A digest, so that Redis never holds a usable token in its key names.
+    return f"auth:token:{hashlib.sha256(token_key.encode()).hexdigest()}"
+
+
+def token_cache_get(token_key: str) -> AbstractBaseUser | None:
+    return _guarded("get", cache.get, _token_key(token_key))
+
+
+def token_cache_set(token_key: str, user: AbstractBaseUser) -> None:
+    _guarded("set", cache.set, _token_key(token_key), user, timeout=settings.TOKEN_CACHE_TTL)
+
+
+def token_cache_delete(token_key: str) -> None:
+    _guarded("delete", cache.delete, _token_key(token_key))
 
 
 def reset_breaker() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from rest_framework.authtoken.models import Token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,6 +34,10 @@ def test_every_operation_conforms_to_the_schema(live_server, queues, user):
             suppress_health_check=list(HealthCheck),
         )
         def check(case: schemathesis.Case) -> None:
+            # The schema's `pattern` (no NUL, something not blank) is not always honoured when
+            # generating next to maxLength; those inputs get their 400 in tests/test_api.py.
+            question = case.body.get("question") if isinstance(case.body, dict) else None
+            assume(not (isinstance(question, str) and ("\x00" in question or not question.strip())))
             response = case.call(headers={"Authorization": f"Token {token}"})
             assert response.status_code < 500, (case.method, case.path, response.text)
             case.validate_response(response)

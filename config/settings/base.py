@@ -108,7 +108,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 # --- REST API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "questions.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -157,6 +157,8 @@ OPENAI_SYSTEM_PROMPT = env_str(
 # --- The question service itself.
 QUESTIONS_MAX_LENGTH = env_int("QUESTIONS_MAX_LENGTH", default=4000)
 QUESTIONS_CACHE_TTL = env_int("QUESTIONS_CACHE_TTL", default=3600)
+# How long an API token's user is cached; a deactivated user keeps API access this long at most.
+TOKEN_CACHE_TTL = env_int("TOKEN_CACHE_TTL", default=60)
 # A queued job not picked up within this many seconds is sent to SQS again by requeue_jobs.
 QUESTIONS_REQUEUE_AFTER = env_int("QUESTIONS_REQUEUE_AFTER", default=300)
 # How long a worker's claim on a job lasts beyond the LLM timeout before another may take it.
