@@ -198,6 +198,9 @@ def start_web(ctx: Ctx) -> Web:
     queue = _queue_name("web", 0, 0)
     jobs.create_queue(queue)
     port = _free()
+    # docker-compose.yml runs two replicas of one process each; on this host's cores that is one
+    # replica with a process per core (GUNICORN_WORKERS; override it in the environment).
+    os.environ.setdefault("GUNICORN_WORKERS", str(os.cpu_count() or 1))
     argv, how = gunicorn_argv(port)
     env = ctx.rig.env("bench.django_settings", SQS_QUEUE_NAME=queue, SQS_DLQ_NAME=f"{queue}-dlq")
     process = ctx.rig.start("gunicorn", argv, ready="Listening at", env=env)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from opentelemetry import trace
@@ -69,6 +69,10 @@ def question_create(
             question = Question.objects.create(
                 owner=owner,
                 text=text,
+                # Set before the send, cleared if it fails (question_enqueue): the usual path
+                # then costs no UPDATE. A process that dies between commit and send leaves it
+                # set; requeue_jobs resends such a job once it is QUESTIONS_REQUEUE_AFTER old.
+                enqueued_at=timezone.now(),
                 idempotency_key=idempotency_key,
                 trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
             )
@@ -84,7 +88,8 @@ def question_create(
 
 
 def question_enqueue(*, question_id: object) -> bool:
-    """Send the job to SQS. On failure the job stays queued for requeue_jobs; never raises."""
+    """Send the job to SQS. On failure the job stays queued, marked unsent (no `enqueued_at`)
+    for requeue_jobs; never raises. Callers set `enqueued_at` when they make the job queued."""
     from questions.tasks import answer_question
 
     try:
@@ -95,8 +100,11 @@ def question_enqueue(*, question_id: object) -> bool:
             "could not enqueue job; it stays queued for requeue_jobs",
             extra={"job_id": str(question_id), "error": type(exc).__name__},
         )
+        try:
+            Question.objects.filter(pk=question_id, status=Status.QUEUED).update(enqueued_at=None)
+        except DatabaseError:
+            logger.warning("could not mark the job unsent", extra={"job_id": str(question_id)})
         return False
-    Question.objects.filter(pk=question_id, status=Status.QUEUED).update(enqueued_at=timezone.now())
     return True
 
 
@@ -202,7 +210,7 @@ def question_retry(*, question: Question) -> bool:
         started_at=None,
         finished_at=None,
         claim_expires_at=None,
-        enqueued_at=None,
+        enqueued_at=timezone.now(),
     )
     if not updated:
         return False
@@ -253,7 +261,7 @@ def questions_requeue(
         )
         for question_id in ids:
             still_stale = Question.objects.filter(condition, pk=question_id).update(
-                status=Status.QUEUED, claim_expires_at=None
+                status=Status.QUEUED, claim_expires_at=None, enqueued_at=timezone.now()
             )
             if not still_stale:
                 continue
