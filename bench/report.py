@@ -50,7 +50,11 @@ def render(report: dict[str, Any]) -> str:
                 [
                     [
                         c["latency_s"],
-                        c["concurrency"],
+                        (
+                            f"{c['processes']} × {c['concurrency']}"
+                            if c.get("processes", 1) > 1
+                            else c["concurrency"]
+                        ),
                         c["jobs"],
                         c["jobs_per_s"],
                         c["ideal_jobs_per_s"] or f"{bare} (bare loop)",
@@ -68,6 +72,13 @@ def render(report: dict[str, Any]) -> str:
             out.append(
                 f"\nTarget ≥ 0.9 · C/L at C = 32, L = 0.5 s: {head['ratio_to_ideal']} "
                 f"{_mark(head['ratio_to_ideal'] >= 0.9)}"
+            )
+        scaled = next((c for c in cells if c.get("processes", 1) > 1), None)
+        if scaled:
+            out.append(
+                f"Scaled out, the same 32 slots as {scaled['processes']} processes × "
+                f"{scaled['concurrency']}: {scaled['ratio_to_ideal']} "
+                f"{_mark(scaled['ratio_to_ideal'] >= 0.9)}"
             )
     peers = report.get("peers", [])
     if peers and cells:

@@ -164,6 +164,18 @@ def run(plan: Plan, mode: str, only: set[str], *, profile: bool = False) -> dict
                         )
                     cells.append(cell)
                     log(_cell_line(cell))
+            # The same headline cell scaled out: two processes of C/2 each (one GIL per process).
+            latency, concurrency = HEADLINE
+            cell = scenarios.throughput_cell(
+                ctx,
+                kind="worker",
+                latency=latency,
+                concurrency=concurrency // 2,
+                processes=2,
+                count=plan.jobs(latency, concurrency),
+            )
+            cells.append(cell)
+            log(_cell_line(cell))
             report["throughput"] = cells
 
         if "peers" in only:

@@ -91,9 +91,16 @@ def _publish_celery(ctx: Ctx, queue: str, queue_url: str, ids: list[uuid.UUID]) 
 
 
 def throughput_cell(
-    ctx: Ctx, *, kind: str, latency: float, concurrency: int, count: int, timeout: float = 600
+    ctx: Ctx,
+    *,
+    kind: str,
+    latency: float,
+    concurrency: int,
+    count: int,
+    processes: int = 1,
+    timeout: float = 600,
 ) -> dict[str, Any]:
-    """`count` jobs through one consumer at LLM latency `latency`."""
+    """`count` jobs through `processes` consumers of `concurrency` each at LLM latency `latency`."""
     jobs.reset_state()
     ctx.rig.llm_reset(latency)
     queue = _queue_name(kind, latency, concurrency)
@@ -103,26 +110,33 @@ def throughput_cell(
         _publish_celery(ctx, queue, queue_url, ids)
     else:
         jobs.send_messages(queue_url, ids)
-    consumer = _start_consumer(ctx, kind, queue, queue_url, concurrency)
+    consumers = [
+        _start_consumer(ctx, kind, queue, queue_url, concurrency) for _ in range(processes)
+    ]
+    consumer = consumers[0]
     profiler = _profile(ctx, consumer.pid, queue) if ctx.profile else None
     try:
         done_at = jobs.wait_finished(
-            count, timeout=timeout, alive=lambda: consumer.popen.poll() is None
+            count,
+            timeout=timeout,
+            alive=lambda: all(c.popen.poll() is None for c in consumers),
         )
-        peak = consumer.peak_rss_mib()
-        cpu = cpu_seconds(consumer.pid)
+        peak = max(c.peak_rss_mib() for c in consumers)
+        cpu = sum(cpu_seconds(c.pid) for c in consumers)
     finally:
         _stop_profile(profiler)
-        ctx.rig.stop(consumer)
+        for c in consumers:
+            ctx.rig.stop(c)
     result = jobs.outcome(count, ctx.rig.llm_calls())
     rate = count / result.busy_seconds
-    ideal = concurrency / latency if latency else None
+    ideal = processes * concurrency / latency if latency else None
     if kind == "seed":
         ideal = 1 / latency if latency else None
     return {
         "kind": kind,
         "latency_s": latency,
         "concurrency": concurrency,
+        "processes": processes,
         "jobs": count,
         "jobs_per_s": round(rate, 2),
         "jobs_per_s_from_process_start": round(count / (done_at - consumer.started), 2),
