@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ from questions.sqs.client import get_sqs_client, reset_sqs_client
 from questions.sqs.queues import queue_depth, queues_create
 from tests.factories import UserFactory
 from tests.llm_server import FakeLLM
-from tests.support import ROOT, WorkerProcess, child_env, free_port, wait_until
+from tests.support import ROOT, WorkerProcess, child_env, free_port, start_moto, wait_until
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -34,16 +31,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-
-
-def _start_moto(port: int) -> subprocess.Popen[bytes]:
-    executable = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    command = [executable] if executable else [sys.executable, "-m", "moto.server"]
-    return subprocess.Popen(
-        [*command, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +42,7 @@ def sqs_endpoint() -> Iterator[str]:
     else:
         port = free_port()
         endpoint = f"http://127.0.0.1:{port}"
-        process = _start_moto(port)
+        process = start_moto(port)
     os.environ["AWS_ENDPOINT_URL_SQS"] = endpoint
     reset_sqs_client()
 
