@@ -38,7 +38,7 @@ check: lint
 bench-deps: venv
 	$(VENV)/bin/pip install -q -r bench/requirements.txt
 	cd bench && npm ci --no-audit --no-fund --loglevel=error
-	@command -v wrk >/dev/null || apt-get install -y -q wrk || echo "wrk missing: apt-get install wrk (the API section is skipped without it)"
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -q wrk) || echo "wrk missing: apt-get install wrk (the API section is skipped without it)"
 
 bench: bench-deps
 	scripts/ensure-system.sh
