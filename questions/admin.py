@@ -108,27 +108,8 @@ class QuestionAdmin(admin.ModelAdmin):
         ),
         ("Tracing", {"fields": ("trace", "idempotency_key")}),
     )
-    readonly_fields = (
-        "id",
-        "owner",
-        "text",
-        "status",
-        "answer",
-        "error",
-        "model",
-        "attempts",
-        "prompt_tokens",
-        "completion_tokens",
-        "tokens",
-        "created_at",
-        "enqueued_at",
-        "started_at",
-        "finished_at",
-        "duration_display",
-        "claim_expires_at",
-        "trace",
-        "idempotency_key",
-    )
+    # Every field shown is read-only: jobs change only through questions.services.
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # questions are asked through the page or the API, which enqueue them

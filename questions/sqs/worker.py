@@ -242,7 +242,6 @@ class Worker:
         shutdown_timeout: float = 30.0,
         requeue_interval: float = 60.0,
         queue_stats_interval: float = 15.0,
-        log: Callable[[str], None] | None = None,
     ) -> None:
         self.queue_name = queue_name
         self.dlq_name = dlq_name
@@ -256,7 +255,6 @@ class Worker:
         self.requeue_interval = requeue_interval
         self.queue_stats_interval = queue_stats_interval
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self._log = log or (lambda line: logger.info(line))
         self._running = True
         self._stop_event = threading.Event()
         self._signals = 0
@@ -313,7 +311,7 @@ class Worker:
         heartbeat.start()
         acker.start()
         executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="job")
-        self._log(
+        logger.info(
             f"Worker {self.worker_id} consuming {self.queue_name} "
             f"(concurrency {self.concurrency}, batch {self.batch_size}, wait {self.wait_time}s, "
             f"visibility {self.visibility_timeout}s, max attempts {self.max_attempts})"
@@ -322,7 +320,7 @@ class Worker:
             self._loop(queue_url, dlq_url, executor, heartbeat, acker)
         finally:
             self._wind_down(queue_url, executor, heartbeat, acker)
-        self._log(f"Worker stopped after {self._processed} messages.")
+        logger.info(f"Worker stopped after {self._processed} messages.")
         return not self.unfinished
 
     # --- the loop -------------------------------------------------------------------------
@@ -359,7 +357,7 @@ class Worker:
                 break
             if not messages:
                 if self.burst and self._idle() and self._queue_is_empty(queue_url):
-                    self._log("Queue is empty; exiting (--burst).")
+                    logger.info("Queue is empty; exiting (--burst).")
                     break
                 continue
             metrics.SQS_MESSAGES.labels(action="received").inc(len(messages))
@@ -587,7 +585,7 @@ class Worker:
             logger.warning("periodic requeue failed", extra={"error": type(exc).__name__})
             return
         if report.total:
-            self._log(f"Requeued {report.total} stale jobs.")
+            logger.info(f"Requeued {report.total} stale jobs.")
 
     def _poll_queue_stats(self, queue_url: str) -> None:
         try:
@@ -643,7 +641,7 @@ class Worker:
                 logger.warning("could not give messages back; they return after their timeout")
         if messages:
             metrics.SQS_MESSAGES.labels(action="given_back").inc(len(messages))
-            self._log(f"Gave back {len(messages)} unstarted messages.")
+            logger.info(f"Gave back {len(messages)} unstarted messages.")
 
     def _wind_down(
         self, queue_url: str, executor: ThreadPoolExecutor, heartbeat: Heartbeat, acker: Acker
@@ -651,13 +649,13 @@ class Worker:
         deadline = time.monotonic() + self.shutdown_timeout
         with self._slots:
             if self._in_flight:
-                self._log(f"Finishing {self._in_flight} jobs in flight...")
+                logger.info(f"Finishing {self._in_flight} jobs in flight...")
             while self._in_flight and time.monotonic() < deadline:
                 self._slots.wait(timeout=min(1.0, max(deadline - time.monotonic(), 0.01)))
             unfinished = self._in_flight
         self.unfinished = unfinished
         if unfinished:
-            self._log(f"{unfinished} jobs did not finish in time; their messages return to SQS.")
+            logger.info(f"{unfinished} jobs did not finish in time; their messages return to SQS.")
             self._give_back(
                 queue_url,
                 [{"ReceiptHandle": e.receipt_handle} for e in heartbeat.tracked()],
@@ -670,9 +668,9 @@ class Worker:
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals > 1:
-            self._log(f"Second {name}: exiting now; unfinished messages will be redelivered.")
+            logger.info(f"Second {name}: exiting now; unfinished messages will be redelivered.")
             flush_and_exit(1)
-        self._log(f"{name} received: finishing jobs in flight, then exiting (again to force).")
+        logger.info(f"{name} received: finishing jobs in flight, then exiting (again to force).")
         self.stop()
 
 
