@@ -13,8 +13,9 @@ from django.utils import timezone
 class Question(models.Model):
     """One question and the job that answers it.
 
-    Status only moves forward: queued → running → succeeded | failed; a retry goes
-    running → queued. `claim_expires_at` is the lease a worker holds while it asks the LLM.
+    Status only moves forward: queued → running → succeeded | failed | cancelled; a retry goes
+    running → queued, and Stop makes a queued or running job cancelled. `claim_expires_at` is
+    the lease a worker holds while it asks the LLM.
     """
 
     class Status(models.TextChoices):
@@ -22,8 +23,9 @@ class Question(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
-    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -37,6 +39,8 @@ class Question(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # What the LLM call cost in US dollars, from the price table in settings (None: no call made).
+    cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
