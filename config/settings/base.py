@@ -164,6 +164,14 @@ QUESTIONS_REQUEUE_AFTER = env_int("QUESTIONS_REQUEUE_AFTER", default=300)
 # How long a worker's claim on a job lasts beyond the LLM timeout before another may take it.
 QUESTIONS_CLAIM_MARGIN = env_int("QUESTIONS_CLAIM_MARGIN", default=30)
 
+# --- The answer stream of a running job (questions.streams): Redis streams read by the SSE view.
+QUESTIONS_STREAM_TTL = env_int("QUESTIONS_STREAM_TTL", default=3600)
+QUESTIONS_STREAM_MAX_ENTRIES = env_int("QUESTIONS_STREAM_MAX_ENTRIES", default=20000)
+QUESTIONS_STREAM_REDIS_TIMEOUT = env_float("QUESTIONS_STREAM_REDIS_TIMEOUT", default=0.5)
+QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS = env_int(
+    "QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS", default=50
+)
+
 # --- Observability. The admin links a job's trace id to this URL ("{trace_id}" is replaced),
 # e.g. Grafana's Explore view of Tempo (docker-compose.yml sets one); unset: no link.
 TRACE_URL_TEMPLATE = env_optional("TRACE_URL_TEMPLATE")

@@ -1,0 +1,104 @@
+"""The answer stream of a running job: a capped Redis stream per job, with a TTL.
+
+The worker appends to it while the LLM writes; the SSE endpoint reads it (and resumes from an
+entry id, which is also the SSE event id). Each entry has exactly one field, its kind:
+
+- ``status``: the job's new status (``running`` when a worker starts it);
+- ``delta``: the next piece of the answer's text;
+- ``end``: the job's final status, written after the row is stored (readers then load the row).
+
+The stream is a convenience for watchers, never the record: the job row holds the whole answer.
+So every write is best-effort (a Redis outage costs the live view, not the job), and a reader
+that finds no stream falls back to the row. This module knows nothing of questions beyond ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import redis.asyncio
+from django.conf import settings
+from django_redis import get_redis_connection
+
+Kind = Literal["status", "delta", "end"]
+KINDS: tuple[Kind, ...] = ("status", "delta", "end")
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: str  # Redis stream id, "<ms>-<seq>": ordered, and usable as the SSE event id
+    kind: Kind
+    value: str
+
+
+def stream_key(job_id: object) -> str:
+    return f"{settings.CACHES['default']['KEY_PREFIX']}:stream:{job_id}"
+
+
+def async_redis() -> redis.asyncio.Redis:
+    """The asyncio Redis client of the running event loop (one per loop, built on first use)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = redis.asyncio.Redis.from_url(
+            settings.CACHES["default"]["LOCATION"],
+            socket_connect_timeout=settings.QUESTIONS_STREAM_REDIS_TIMEOUT,
+            socket_timeout=None,  # XREAD BLOCK waits longer than any fixed timeout
+            max_connections=settings.QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS,
+            decode_responses=True,
+        )
+        _clients[loop] = client
+    return client
+
+
+def _xadd_args(entries: Iterable[tuple[Kind, str]]) -> list[dict[str, str]]:
+    return [{kind: value} for kind, value in entries]
+
+
+async def stream_append(job_id: object, entries: Sequence[tuple[Kind, str]]) -> None:
+    """Append entries in one round trip (pipelined XADDs and the TTL). Raises on Redis errors:
+    callers decide whether the live view is worth a retry (it usually is not)."""
+    if not entries:
+        return
+    key = stream_key(job_id)
+    async with async_redis().pipeline(transaction=False) as pipe:
+        for fields in _xadd_args(entries):
+            pipe.xadd(key, fields, maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES, approximate=True)
+        pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
+        await pipe.execute()
+
+
+def stream_append_sync(job_id: object, entries: Sequence[tuple[Kind, str]]) -> None:
+    """`stream_append` for synchronous code (the web's Stop of a queued job, for one)."""
+    if not entries:
+        return
+    key = stream_key(job_id)
+    pipe = get_redis_connection("default").pipeline(transaction=False)
+    for fields in _xadd_args(entries):
+        pipe.xadd(key, fields, maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES, approximate=True)
+    pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
+    pipe.execute()
+
+
+async def stream_read(
+    job_id: object, *, after: str = "0", block_ms: int | None = None
+) -> list[Entry]:
+    """Entries after the id `after` ("0": from the start); with `block_ms`, wait up to that long
+    for the first one. An empty list means nothing new (or no stream at all)."""
+    response = await async_redis().xread({stream_key(job_id): after}, block=block_ms, count=1000)
+    entries: list[Entry] = []
+    for _key, items in response or []:
+        for entry_id, fields in items:
+            for kind in KINDS:
+                if kind in fields:
+                    entries.append(Entry(id=entry_id, kind=kind, value=fields[kind]))
+                    break
+    return entries
