@@ -28,6 +28,10 @@ Response items (script entries and ``always``) are dicts with these optional key
     ``latency``       seconds to wait before answering (replaces the global latency)
     ``disconnect``    ``True``: close the connection without answering
     ``answer``, ``prompt_tokens``, ``completion_tokens``  per-call overrides for a success
+    ``stream_interval``  seconds between the chunks of a streamed answer (``stream: true``):
+                      the answer goes out word by word over time, as a real model writes it;
+                      0 (default) sends it in one chunk. A client that goes away mid-stream
+                      ends it (counted in ``cut_streams``).
     ``message``, ``type``, ``code``  override the error body fields
     ``headers``       extra response headers ``{name: value}``
 
@@ -87,10 +91,11 @@ _ITEM_KEYS: Final = frozenset(
         "type",
         "code",
         "headers",
+        "stream_interval",
     }
 )
 _CONFIG_KEYS: Final = frozenset(
-    {"latency", "answer", "prompt_tokens", "completion_tokens", "always"}
+    {"latency", "answer", "prompt_tokens", "completion_tokens", "always", "stream_interval"}
 )
 
 # status -> (error type, error code, message)
@@ -177,8 +182,9 @@ def _validate_item(item: object) -> dict[str, Any]:
     for flag in ("hang", "disconnect"):
         if flag in out and not isinstance(out[flag], bool):
             raise ValueError(f"{flag} must be a bool, got {out[flag]!r}")
-    if "latency" in out:
-        out["latency"] = _check_seconds("latency", out["latency"])
+    for key in ("latency", "stream_interval"):
+        if key in out:
+            out[key] = _check_seconds(key, out[key])
     for key in ("prompt_tokens", "completion_tokens"):
         if key in out:
             _check_tokens(key, out[key])
@@ -237,6 +243,7 @@ class _Plan:
     answer: str | AnswerFn | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    stream_interval: float = 0.0
 
 
 # --------------------------------------------------------------------------- server
@@ -554,15 +561,25 @@ class _Handler(BaseHTTPRequestHandler):
             include_usage = isinstance(stream_options, dict) and bool(
                 stream_options.get("include_usage")
             )
-            payload = self._stream_payload(
-                completion_id, created, model, answer, choices, usage if include_usage else None
+            events = self._stream_events(
+                completion_id,
+                created,
+                model,
+                answer,
+                choices,
+                usage if include_usage else None,
+                chunked=bool(item.get("stream_interval", plan.stream_interval)),
             )
-            self._send(
-                status,
-                payload,
-                content_type="text/event-stream; charset=utf-8",
-                headers=headers,
-            )
+            interval = float(item.get("stream_interval", plan.stream_interval))
+            if interval <= 0:
+                self._send(
+                    status,
+                    b"".join(events),
+                    content_type="text/event-stream; charset=utf-8",
+                    headers=headers,
+                )
+                return
+            self._send_stream(status, events, interval, headers=headers)
             return
 
         completion = {
@@ -598,15 +615,43 @@ class _Handler(BaseHTTPRequestHandler):
                 break
         return f"Answer to: {last_user}"
 
+    def _send_stream(
+        self, status: int, events: list[bytes], interval: float, *, headers: Mapping[str, str]
+    ) -> None:
+        """Send a streamed answer chunk by chunk, `interval` seconds apart (chunked encoding);
+        stop as soon as the client goes away."""
+        lines = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            f"Server: {self.server_version}",
+            "Content-Type: text/event-stream; charset=utf-8",
+            "Transfer-Encoding: chunked",
+            f"x-request-id: req_{uuid.uuid4().hex}",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        self.close_connection = True
+        try:
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            for index, event in enumerate(events):
+                if index and not self._wait(interval):
+                    self.server.fake._cut_stream()
+                    return
+                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.server.fake._cut_stream()
+
     @staticmethod
-    def _stream_payload(
+    def _stream_events(
         completion_id: str,
         created: int,
         model: str,
         answer: str,
         choices: int,
         usage: dict[str, int] | None,
-    ) -> bytes:
+        *,
+        chunked: bool,
+    ) -> list[bytes]:
         def chunk(delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
             return {
                 "id": completion_id,
@@ -625,9 +670,13 @@ class _Handler(BaseHTTPRequestHandler):
                 ],
             }
 
+        pieces = [answer]
+        if chunked:
+            words = answer.split(" ")
+            pieces = [word if i == 0 else f" {word}" for i, word in enumerate(words)]
         events: list[dict[str, Any]] = [
             chunk({"role": "assistant", "content": ""}, None),
-            chunk({"content": answer}, None),
+            *(chunk({"content": piece}, None) for piece in pieces),
             chunk({}, "stop"),
         ]
         if usage is not None:
@@ -635,8 +684,9 @@ class _Handler(BaseHTTPRequestHandler):
             final["choices"] = []
             final["usage"] = usage
             events.append(final)
-        text = "".join(f"data: {json.dumps(event)}\n\n" for event in events)
-        return (text + "data: [DONE]\n\n").encode()
+        return [f"data: {json.dumps(event)}\n\n".encode() for event in events] + [
+            b"data: [DONE]\n\n"
+        ]
 
     # ------------------------------------------------------------------ waiting
 
@@ -700,9 +750,11 @@ class FakeLLM:
         self._prompt_tokens: int | None = None
         self._completion_tokens: int | None = None
         self._always: dict[str, Any] | None = None
+        self._stream_interval = 0.0
         self._script: deque[dict[str, Any]] = deque()
         # counters
         self._calls = 0
+        self._cut_streams = 0
         self._requests: list[dict[str, Any]] = []
         self._in_flight = 0
         self._max_in_flight = 0
@@ -795,6 +847,7 @@ class FakeLLM:
         prompt_tokens: int | None | _Unset = _UNSET,
         completion_tokens: int | None | _Unset = _UNSET,
         always: Mapping[str, Any] | None | _Unset = _UNSET,
+        stream_interval: float | None | _Unset = _UNSET,
     ) -> None:
         """Change the default behaviour; only the given keys change, ``None`` restores the
         default (latency from the constructor, generated answer, word-count tokens, no
@@ -828,6 +881,12 @@ class FakeLLM:
                 self._completion_tokens = completion_tokens
             if not isinstance(new_always, _Unset):
                 self._always = new_always
+            if not isinstance(stream_interval, _Unset):
+                self._stream_interval = (
+                    0.0
+                    if stream_interval is None
+                    else _check_seconds("stream_interval", stream_interval)
+                )
 
     def configure_from_mapping(self, data: Mapping[str, Any]) -> None:
         """:meth:`configure` from a JSON-like mapping (what ``/_control/configure`` uses)."""
@@ -856,8 +915,10 @@ class FakeLLM:
             self._prompt_tokens = None
             self._completion_tokens = None
             self._always = None
+            self._stream_interval = 0.0
             self._script.clear()
             self._calls = 0
+            self._cut_streams = 0
             self._requests = []
             self._max_in_flight = self._in_flight
             self._cond.notify_all()
@@ -869,6 +930,12 @@ class FakeLLM:
         """Chat completion requests received (counted on arrival, before any latency)."""
         with self._cond:
             return self._calls
+
+    @property
+    def cut_streams(self) -> int:
+        """Streamed answers the client stopped reading before the end (it went away)."""
+        with self._cond:
+            return self._cut_streams
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -936,7 +1003,13 @@ class FakeLLM:
                 answer=self._answer,
                 prompt_tokens=self._prompt_tokens,
                 completion_tokens=self._completion_tokens,
+                stream_interval=self._stream_interval,
             )
+
+    def _cut_stream(self) -> None:
+        with self._cond:
+            self._cut_streams += 1
+            self._cond.notify_all()
 
     def _depart(self) -> None:
         with self._cond:
