@@ -132,7 +132,9 @@ def _clean_cache_state() -> Iterator[None]:
     """Each test starts with an empty Redis test database and a closed cache breaker."""
     job_cache.reset_breaker()
     with contextlib.suppress(Exception):  # a test that takes Redis down restores it itself
-        cache.clear()
+        # This run's keys only: django-redis's clear() is FLUSHDB, which would also wipe the
+        # keys of every other test run sharing this Redis database.
+        cache.delete_pattern("*")
     yield
     job_cache.reset_breaker()
 
