@@ -253,3 +253,5 @@ SECURE_CSP = {
 }
 # Finished jobs older than this many days are deleted by `manage.py prune_jobs` (privacy).
 QUESTIONS_RETENTION_DAYS = env_int("QUESTIONS_RETENTION_DAYS", default=90)
+# /readyz reuses its result this long (seconds), so that probes cannot turn into load.
+READYZ_CACHE_SECONDS = env_float("READYZ_CACHE_SECONDS", default=1.0)
