@@ -25,7 +25,7 @@ from questions.forms import AskForm, HistoryFilterForm, TokenCreateForm, TokenRe
 from questions.llm.client import llm_is_demo
 from questions.models import Question
 from questions.selectors import question_get, question_list
-from questions.services import question_create
+from questions.services import IdempotencyKeyReused, question_create
 from questions.templatetags.question_tags import status_label
 from questions.throttling import AskRateThrottle
 
@@ -85,6 +85,13 @@ def ask(request: HttpRequest) -> HttpResponse:
             except ValidationError as exc:
                 form.add_error("question", exc)
                 status = 400
+            except IdempotencyKeyReused:
+                # This form was sent before with another text (back button, edit, send): ask
+                # with a fresh form rather than show the earlier question's answer.
+                form = AskForm({"question": form.data["question"], "request_id": uuid.uuid4()})
+                form.is_valid()
+                form.add_error("question", "This form was already sent. Please send it again.")
+                status = 409
             else:
                 messages.success(request, "Question received. The answer appears below.")
                 return redirect(question)
