@@ -60,6 +60,8 @@ def _expiry(entry: dict[str, Any]) -> datetime | None:
 
 
 class CachedTokenAuthentication(TokenAuthentication):
+    """`request.user` is the token's user; `request.auth` the ApiToken's id (cached or not)."""
+
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         digest = token_digest(key)
         entry = token_cache_get(digest)
@@ -90,4 +92,4 @@ class CachedTokenAuthentication(TokenAuthentication):
         if token.expires_at is not None:
             timeout = min(timeout, (token.expires_at - now).total_seconds())
         token_cache_set(digest, _entry_for(token), timeout=timeout)
-        return token.user, token
+        return token.user, token.pk
