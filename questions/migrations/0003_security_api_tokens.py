@@ -6,13 +6,25 @@ records with it, so that DRF's authtoken app could be installed again from scrat
 """
 
 import hashlib
+from datetime import UTC, datetime
 
 import django.db.models.deletion
 import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 LEGACY_TABLE = "authtoken_token"
+
+
+def _aware(value):
+    # SQLite hands raw queries back naive strings (UTC, as Django stores them).
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if isinstance(value, datetime) and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
 
 
 def hash_legacy_tokens(apps, schema_editor):
@@ -29,7 +41,7 @@ def hash_legacy_tokens(apps, schema_editor):
             name="API token (before tokens were hashed)",
             digest=hashlib.sha256(key.encode()).hexdigest(),
             prefix=key[:6],
-            created_at=created,
+            created_at=_aware(created),
         )
         for key, user_id, created in rows
     )
