@@ -67,3 +67,9 @@ def test_production_settings_refuse_a_placeholder_or_short_secret_key(key):
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY is a placeholder or too short" in result.stderr
     assert key not in result.stderr  # the key itself is never printed
+
+
+def test_a_malformed_trusted_proxy_is_reported_by_name():
+    result = manage("check", env={**PRODUCTION_ENV, "DJANGO_TRUSTED_PROXIES": "10.0.0.0/8,nginx"})
+    assert result.returncode != 0
+    assert "DJANGO_TRUSTED_PROXIES must list IP addresses or networks" in result.stderr
