@@ -16,8 +16,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, Max, Min
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from questions.accounts import api_token_create
 from questions.models import Question
 from questions.sqs.client import get_sqs_client
 from questions.sqs.messages import encode_message
@@ -29,8 +29,7 @@ QUESTION_TEXT = "What is the airspeed velocity of an unladen swallow?"
 def bench_user() -> tuple[Any, str]:
     """The user who owns the bench jobs, and its API token."""
     user, _ = get_user_model().objects.get_or_create(username="bench")
-    token, _ = Token.objects.get_or_create(user=user)
-    return user, token.key
+    return user, api_token_create(user=user, name="bench").key
 
 
 def reset_state() -> None:

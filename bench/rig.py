@@ -214,7 +214,7 @@ class Rig:
         return int(self.llm("stats")["calls"])
 
 
-_SECRET = "bench-" + secrets.token_urlsafe(32)
+_SECRET = "bench-" + secrets.token_urlsafe(48)  # production wants 50+ characters
 
 
 def prepare_database(env: dict[str, str]) -> None:

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from questions.models import Question
+from questions.models import ApiToken, Question
 from questions.services import question_retry
 
 CSV_COLUMNS = (
@@ -175,3 +175,22 @@ class QuestionAdmin(admin.ModelAdmin):
         for question in queryset.select_related("owner").order_by("-created_at"):
             writer.writerow(_csv_row(question))
         return response
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Staff see who holds which token and revoke it (delete); nobody can read a token: only its
+    digest is stored, and not even that is shown. Tokens are made on the account page."""
+
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "expires_at")
+    list_filter = ("created_at", "expires_at")
+    search_fields = ("name", "user__username")
+    list_select_related = ("user",)
+    fields = ("name", "user", "prefix", "created_at", "last_used_at", "expires_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return False

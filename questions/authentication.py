@@ -1,29 +1,95 @@
-"""DRF token authentication with the token → user lookup cached in Redis.
+"""`Authorization: Token <key>` against questions.ApiToken, the lookup cached in Redis as JSON.
 
-Without it every API request costs a PostgreSQL query before any work is done. A token that is
-regenerated or deleted is dropped from the cache at once (questions.accounts and the Token
-post_delete receiver); a user deactivated in the meantime keeps API access for at most
-`TOKEN_CACHE_TTL` seconds. With Redis down, every request falls back to PostgreSQL.
+Without the cache every API request costs a PostgreSQL query before any work is done. The cache
+holds the user's id and flags, the token's id and its expiry, keyed by the token's digest:
+never the token, never a pickled User. A revoked token is dropped from the cache with its row
+(questions.signals), an expired one is refused on a cache hit too; a user deactivated in the
+meantime keeps API access for at most `TOKEN_CACHE_TTL` seconds. With Redis down, every request
+falls back to PostgreSQL.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from django.utils.translation import gettext_lazy as _
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
+from questions.accounts import api_token_find, api_token_touch, token_digest
 from questions.cache import token_cache_get, token_cache_set
+from questions.models import ApiToken
+
+_INVALID = "Invalid token."
+_EXPIRED = "Token has expired."
+_INACTIVE = "User inactive or deleted."
+
+
+def _entry_for(token: ApiToken) -> dict[str, Any]:
+    user = token.user
+    return {
+        "token_id": token.pk,
+        "user_id": user.pk,
+        "username": user.get_username(),
+        "is_active": user.is_active,
+        "is_staff": user.is_staff,
+        "is_superuser": user.is_superuser,
+        "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+    }
+
+
+def _user_from(entry: dict[str, Any]) -> Any:
+    """A User carrying only what the API needs (id and flags); never saved from here."""
+    user_model = get_user_model()
+    return user_model(
+        pk=int(entry["user_id"]),
+        **{user_model.USERNAME_FIELD: str(entry["username"])},
+        is_active=bool(entry["is_active"]),
+        is_staff=bool(entry["is_staff"]),
+        is_superuser=bool(entry["is_superuser"]),
+    )
+
+
+def _expiry(entry: dict[str, Any]) -> datetime | None:
+    value = entry.get("expires_at")
+    return parse_datetime(value) if isinstance(value, str) else None
 
 
 class CachedTokenAuthentication(TokenAuthentication):
+    """`request.user` is the token's user; `request.auth` the ApiToken's id (cached or not)."""
+
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        user = token_cache_get(key)
-        if user is None:
-            user, token = super().authenticate_credentials(key)
-            token_cache_set(key, user)
-            return user, token
+        digest = token_digest(key)
+        entry = token_cache_get(digest)
+        if entry is not None:
+            try:
+                user, expires_at = _user_from(entry), _expiry(entry)
+            except (KeyError, TypeError, ValueError):
+                entry = None  # not what we write: look in PostgreSQL
+        if entry is None:
+            return self._from_database(key, digest)
+        if expires_at is not None and expires_at <= timezone.now():
+            raise exceptions.AuthenticationFailed(_EXPIRED)
         if not user.is_active:
-            raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
-        return user, key
+            raise exceptions.AuthenticationFailed(_INACTIVE)
+        return user, entry["token_id"]
+
+    def _from_database(self, key: str, digest: str) -> tuple[Any, Any]:
+        token = api_token_find(key=key)
+        if token is None:
+            raise exceptions.AuthenticationFailed(_INVALID)
+        now = timezone.now()
+        if token.is_expired(now):
+            raise exceptions.AuthenticationFailed(_EXPIRED)
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed(_INACTIVE)
+        api_token_touch(token=token)
+        timeout = float(settings.TOKEN_CACHE_TTL)
+        if token.expires_at is not None:
+            timeout = min(timeout, (token.expires_at - now).total_seconds())
+        token_cache_set(digest, _entry_for(token), timeout=timeout)
+        return token.user, token.pk

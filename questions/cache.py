@@ -1,6 +1,10 @@
 """The Redis cache in front of PostgreSQL: finished jobs and API-token lookups, one key each,
 with a TTL, and survival when Redis is down.
 
+Redis holds plain JSON only (config: questions.cache_serializer): a job as its column values with
+its owner's id, a token as its user's id and flags. Nothing read from Redis is executable, and a
+value that is not our JSON is a miss.
+
 When Redis fails, the caller falls back to PostgreSQL. The failure is counted every time and
 logged once per outage, and the cache is not tried again for a few seconds (a small circuit
 breaker), so a dead Redis costs one timeout per few seconds, not one per request.
@@ -8,20 +12,21 @@ breaker), so a dead Redis costs one timeout per few seconds, not one per request
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
+import uuid
+from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ValidationError as DjangoValidationError
 
 from questions.metrics import CACHE_FALLBACKS
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
-
     from questions.models import Question
 
 logger = logging.getLogger(__name__)
@@ -75,13 +80,49 @@ def _job_key(question_id: object) -> str:
     return f"job:{question_id}"
 
 
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()  # full precision (DjangoJSONEncoder drops microseconds)
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    return value
+
+
+def job_to_json(question: Question) -> dict[str, object]:
+    """The job's columns (its owner as `owner_id`), JSON-ready."""
+    return {
+        field.attname: _json_value(getattr(question, field.attname))
+        for field in question._meta.concrete_fields
+    }
+
+
+def job_from_json(data: object) -> Question | None:
+    """A Question rebuilt from `job_to_json` (not saved; its owner loads on access), or None if
+    `data` is not such a dict."""
+    from questions.models import Question
+
+    if not isinstance(data, dict):
+        return None
+    values: dict[str, object] = {}
+    try:
+        for field in Question._meta.concrete_fields:
+            values[field.attname] = field.to_python(data[field.attname])
+    except (KeyError, TypeError, ValueError, DjangoValidationError):
+        return None
+    return Question(**values)
+
+
 def job_cache_get(question_id: object) -> Question | None:
-    return _guarded("get", cache.get, _job_key(question_id))
+    return job_from_json(_guarded("get", cache.get, _job_key(question_id)))
 
 
 def job_cache_set(question: Question) -> None:
     _guarded(
-        "set", cache.set, _job_key(question.pk), question, timeout=settings.QUESTIONS_CACHE_TTL
+        "set",
+        cache.set,
+        _job_key(question.pk),
+        job_to_json(question),
+        timeout=settings.QUESTIONS_CACHE_TTL,
     )
 
 
@@ -89,24 +130,29 @@ def job_cache_delete(question_id: object) -> None:
     _guarded("delete", cache.delete, _job_key(question_id))
 
 
+def job_cache_delete_many(question_ids: list[object]) -> None:
+    _guarded("delete", cache.delete_many, [_job_key(question_id) for question_id in question_ids])
+
+
 # --- API tokens ---------------------------------------------------------------------------
 
 
-def _token_key(token_key: str) -> str:
-    # A digest, so that Redis never holds a usable token in its key names.
-    return f"auth:token:{hashlib.sha256(token_key.encode()).hexdigest()}"
+def _token_key(digest: str) -> str:
+    # The token's digest, so that Redis never holds a usable token, not even in key names.
+    return f"auth:token:{digest}"
 
 
-def token_cache_get(token_key: str) -> AbstractBaseUser | None:
-    return _guarded("get", cache.get, _token_key(token_key))
+def token_cache_get(digest: str) -> dict[str, Any] | None:
+    entry = _guarded("get", cache.get, _token_key(digest))
+    return entry if isinstance(entry, dict) else None
 
 
-def token_cache_set(token_key: str, user: AbstractBaseUser) -> None:
-    _guarded("set", cache.set, _token_key(token_key), user, timeout=settings.TOKEN_CACHE_TTL)
+def token_cache_set(digest: str, entry: dict[str, Any], *, timeout: float) -> None:
+    _guarded("set", cache.set, _token_key(digest), entry, timeout=timeout)
 
 
-def token_cache_delete(token_key: str) -> None:
-    _guarded("delete", cache.delete, _token_key(token_key))
+def token_cache_delete(digest: str) -> None:
+    _guarded("delete", cache.delete, _token_key(digest))
 
 
 def reset_breaker() -> None:

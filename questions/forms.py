@@ -58,3 +58,23 @@ class HistoryFilterForm(forms.Form):
             owner.empty_label = "Anyone"
         else:
             del self.fields["owner"]
+
+
+class TokenCreateForm(forms.Form):
+    """A new API token: a name to tell it apart, and how long it lasts."""
+
+    EXPIRY_CHOICES = [("", "Never"), ("30", "30 days"), ("90", "90 days"), ("365", "1 year")]
+
+    name = forms.CharField(label="Name", max_length=100, initial="API token")
+    expires_in_days = forms.TypedChoiceField(
+        label="Expires",
+        choices=EXPIRY_CHOICES,
+        required=False,
+        coerce=int,
+        empty_value=None,
+        initial="90",
+    )
+
+
+class TokenRevokeForm(forms.Form):
+    token_id = forms.IntegerField(widget=forms.HiddenInput, min_value=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -46,9 +47,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-@never_cache
-@require_GET
-def readyz(request: HttpRequest) -> JsonResponse:
+_ready_lock = threading.Lock()
+_ready_result: tuple[float, dict[str, object], int] | None = None
+
+
+def _run_checks() -> tuple[dict[str, object], int]:
     results: dict[str, dict[str, object]] = {}
     for name, check in CHECKS.items():
         started = time.perf_counter()
@@ -61,7 +64,26 @@ def readyz(request: HttpRequest) -> JsonResponse:
             results[name] = {"ok": True}
         results[name]["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
     ready = all(result["ok"] for result in results.values())
-    return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": results},
-        status=200 if ready else 503,
-    )
+    return {"status": "ok" if ready else "unavailable", "checks": results}, 200 if ready else 503
+
+
+def reset_readiness() -> None:
+    """Forget the last result (tests; after an operator fixed a dependency)."""
+    global _ready_result
+    with _ready_lock:
+        _ready_result = None
+
+
+@never_cache
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Each call costs a query, a Redis write and an SQS call: the result is reused for
+    READYZ_CACHE_SECONDS, so a burst of probes (or of callers) costs one round of checks."""
+    global _ready_result
+    with _ready_lock:
+        now = time.monotonic()
+        if _ready_result is None or now - _ready_result[0] >= settings.READYZ_CACHE_SECONDS:
+            body, status = _run_checks()
+            _ready_result = (now, body, status)
+        _, body, status = _ready_result
+    return JsonResponse(body, status=status)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -85,3 +85,34 @@ class Question(models.Model):
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+class ApiToken(models.Model):
+    """An API token, stored only as its SHA-256 digest: the token itself is shown once, when it
+    is made, and can never be read back (not by its owner, not by staff, not from a dump).
+
+    A plain SHA-256 suffices, unlike for passwords: tokens are 256 random bits, so there is
+    nothing to guess, and a fast digest keeps each API request cheap.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    # The first characters, so that a person can tell their tokens apart; too few to use.
+    prefix = models.CharField(max_length=8, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Refreshed when the token is looked up in PostgreSQL, i.e. at most once per TOKEN_CACHE_TTL.
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())

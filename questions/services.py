@@ -50,19 +50,34 @@ def validate_question_text(text: object) -> str:
     return text
 
 
+class IdempotencyKeyReused(Exception):
+    """The idempotency key already stands for a different question (a client bug, or a key
+    reused on purpose): replaying the old job would answer a question that was not asked."""
+
+
+def _replay(existing: Question, text: str) -> tuple[Question, bool]:
+    if existing.text != text:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used for a different question. "
+            "Use a new key for a new question."
+        )
+    return existing, False
+
+
 def question_create(
     *, owner: AbstractBaseUser, text: str, idempotency_key: str | None = None
 ) -> tuple[Question, bool]:
     """Record a question and enqueue its job once the transaction commits.
 
-    Returns (question, created). With an idempotency key already used by this owner, the
-    existing question comes back and nothing new is recorded or enqueued.
+    Returns (question, created). With an idempotency key already used by this owner for the
+    same text, the existing question comes back and nothing new is recorded or enqueued; for
+    another text, IdempotencyKeyReused.
     """
     text = validate_question_text(text)
     if idempotency_key is not None:
         existing = Question.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
         if existing is not None:
-            return existing, False
+            return _replay(existing, text)
     span_context = trace.get_current_span().get_span_context()
     try:
         with transaction.atomic():
@@ -81,7 +96,7 @@ def question_create(
         if idempotency_key is None:
             raise
         # A concurrent request with the same key won the race: return its question.
-        return Question.objects.get(owner=owner, idempotency_key=idempotency_key), False
+        return _replay(Question.objects.get(owner=owner, idempotency_key=idempotency_key), text)
     metrics.QUESTIONS_CREATED.inc()
     logger.info("question created", extra={"job_id": str(question.pk)})
     return question, True

@@ -1,4 +1,5 @@
-"""Keep the token cache honest however a token disappears (regenerated, deleted in the admin)."""
+"""Keep the token cache honest however a token disappears (revoked on the page or in the admin,
+or with its user)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from typing import Any
 
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
-from rest_framework.authtoken.models import Token
 
 from questions.cache import token_cache_delete
+from questions.models import ApiToken
 
 
-@receiver(post_delete, sender=Token)
-def forget_deleted_token(sender: type[Token], instance: Token, **kwargs: Any) -> None:
-    token_cache_delete(instance.key)
+@receiver(post_delete, sender=ApiToken)
+def forget_deleted_token(sender: type[ApiToken], instance: ApiToken, **kwargs: Any) -> None:
+    token_cache_delete(instance.digest)

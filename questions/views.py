@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -15,14 +16,16 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from questions.accounts import api_token_get, api_token_regenerate
-from questions.forms import AskForm, HistoryFilterForm
+from questions.accounts import api_token_create, api_token_list, api_token_revoke
+from questions.forms import AskForm, HistoryFilterForm, TokenCreateForm, TokenRevokeForm
 from questions.llm.client import llm_is_demo
 from questions.models import Question
 from questions.selectors import question_get, question_list
-from questions.services import question_create
+from questions.services import IdempotencyKeyReused, question_create
 from questions.templatetags.question_tags import status_label
 from questions.throttling import AskRateThrottle
 
@@ -82,6 +85,13 @@ def ask(request: HttpRequest) -> HttpResponse:
             except ValidationError as exc:
                 form.add_error("question", exc)
                 status = 400
+            except IdempotencyKeyReused:
+                # This form was sent before with another text (back button, edit, send): ask
+                # with a fresh form rather than show the earlier question's answer.
+                form = AskForm({"question": form.data["question"], "request_id": uuid.uuid4()})
+                form.is_valid()
+                form.add_error("question", "This form was already sent. Please send it again.")
+                status = 409
             else:
                 messages.success(request, "Question received. The answer appears below.")
                 return redirect(question)
@@ -174,13 +184,44 @@ def live(request: HttpRequest, pk: Any) -> JsonResponse:
     return response
 
 
+@never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
 def token(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST":
-        api_token_regenerate(user=request.user)
-        messages.success(request, "A new API token was made. The old one no longer works.")
-        return redirect("questions:token")
+    """List the user's tokens; make one (its key shown in this response only) or revoke one."""
+    create_form = TokenCreateForm()
+    new_key = ""
+    status = 200
+    if request.method == "POST" and "revoke" in request.POST:
+        revoke_form = TokenRevokeForm(request.POST)
+        if revoke_form.is_valid() and api_token_revoke(
+            user=request.user, token_id=revoke_form.cleaned_data["token_id"]
+        ):
+            messages.success(request, "The token was revoked. It no longer works.")
+            return redirect("questions:token")
+        status = 404
+        messages.error(request, "No such token.")
+    elif request.method == "POST":
+        create_form = TokenCreateForm(request.POST)
+        if create_form.is_valid():
+            days = create_form.cleaned_data["expires_in_days"]
+            new = api_token_create(
+                user=request.user,
+                name=create_form.cleaned_data["name"],
+                expires_at=timezone.now() + timedelta(days=days) if days else None,
+            )
+            new_key, create_form = new.key, TokenCreateForm()
+        else:
+            status = 400
     return _page(
-        request, "questions/token.html", {"token": api_token_get(user=request.user)}, nav="token"
+        request,
+        "questions/token.html",
+        {
+            "create_form": create_form,
+            "new_key": new_key,
+            "tokens": api_token_list(user=request.user),
+            "now": timezone.now(),
+        },
+        nav="token",
+        status=status,
     )

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from questions import cache as job_cache
+from questions.accounts import api_token_create
 from questions.llm.client import reset_llm_client
 from questions.sqs.client import get_sqs_client, reset_sqs_client
 from questions.sqs.queues import queue_depth, queues_create
@@ -132,7 +132,9 @@ def _clean_cache_state() -> Iterator[None]:
     """Each test starts with an empty Redis test database and a closed cache breaker."""
     job_cache.reset_breaker()
     with contextlib.suppress(Exception):  # a test that takes Redis down restores it itself
-        cache.clear()
+        # This run's keys only: django-redis's clear() is FLUSHDB, which would also wipe the
+        # keys of every other test run sharing this Redis database.
+        cache.delete_pattern("*")
     yield
     job_cache.reset_breaker()
 
@@ -154,8 +156,7 @@ def staff_user() -> Any:
 
 def _token_client(user: Any) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user, name='tests').key}")
     return client
 
 

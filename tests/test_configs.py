@@ -210,3 +210,55 @@ def test_promql_metric_names_lexer() -> None:
         ' + sum(increase(b_total{kind="prompt"}[$__range])) * $price / 1e6'
     )
     assert promql_metric_names(expr) == {"a_seconds_bucket", "b_total"}
+
+
+# --- a stack that is private by default ------------------------------------------------------
+
+
+def _published(service: dict) -> list[str]:
+    return [str(port) for port in service.get("ports", [])]
+
+
+def test_only_nginx_is_published_beyond_localhost(compose: dict) -> None:
+    public = {}
+    for name, service in compose["services"].items():
+        for port in _published(service):
+            if not port.startswith("127.0.0.1:"):
+                public[name] = port
+    assert public == {"nginx": "8080:80"}
+    for name in ("grafana", "prometheus"):
+        assert _published(compose["services"][name]), f"{name} is reachable on localhost"
+    for name in ("postgres", "redis", "loki", "tempo", "otel-collector", "web1", "web2"):
+        assert not _published(compose["services"][name]), name
+
+
+def test_grafana_asks_for_a_login_and_gives_anonymous_users_no_admin(compose: dict) -> None:
+    env = compose["services"]["grafana"]["environment"]
+    anonymous = str(env.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "true"
+    assert not anonymous or env.get("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer") == "Viewer"
+    assert str(env.get("GF_AUTH_DISABLE_LOGIN_FORM", "false")).lower() == "false"
+    # The admin password comes from the environment, with no default to fall back on.
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_compose_has_no_default_secrets(compose: dict) -> None:
+    app_env = compose["x-app-env"]
+    assert app_env["DJANGO_SECRET_KEY"].startswith("${DJANGO_SECRET_KEY:?")
+    redis_url = app_env["REDIS_URL"]
+    assert redis_url.startswith("redis://:${REDIS_PASSWORD:?") and redis_url.endswith(
+        "@redis:6379/0"
+    )
+    redis = compose["services"]["redis"]
+    assert "--requirepass" in " ".join(redis["command"])
+    assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+
+
+def test_prometheus_accepts_no_remote_writes(compose: dict) -> None:
+    command = " ".join(compose["services"]["prometheus"]["command"])
+    assert "remote-write-receiver" not in command
+    assert "remote_write" not in (OBSERVABILITY / "tempo.yaml").read_text()
+
+
+def test_django_trusts_forwarded_for_only_from_nginxs_fixed_address(compose: dict) -> None:
+    nginx_ip = compose["services"]["nginx"]["networks"]["default"]["ipv4_address"]
+    assert compose["x-app-env"]["DJANGO_TRUSTED_PROXIES"] == nginx_ip

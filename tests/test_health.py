@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from questions.sqs.client import reset_sqs_client
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -57,3 +57,26 @@ def test_metrics_are_exposed(client):
     text = response.content.decode()
     assert "django_http_requests_total_by_method_total" in text
     assert "questions_created_total" in text
+
+
+def test_readyz_reuses_its_result_for_a_second(client, queues, settings, django_assert_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from questions.health import reset_readiness
+
+    reset_readiness()  # a result left by the test before
+    settings.READYZ_CACHE_SECONDS = 1.0
+    with CaptureQueriesContext(connection) as first:
+        assert client.get("/readyz").status_code == 200
+    assert any("SELECT 1" in q["sql"] for q in first.captured_queries)
+    with django_assert_num_queries(0):  # checks not run again (the request itself needs no DB)
+        again = client.get("/readyz")
+    assert again.status_code == 200 and again.json()["checks"]["database"]["ok"] is True
+
+    def checked_again() -> bool:
+        with CaptureQueriesContext(connection) as later:
+            client.get("/readyz")
+        return any("SELECT 1" in q["sql"] for q in later.captured_queries)
+
+    wait_until(checked_again, timeout=10, interval=0.2, what="the readiness result to expire")

@@ -11,10 +11,10 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from questions.models import Question
+from questions.accounts import api_token_create
+from questions.models import ApiToken, Question
 from questions.rendering import render_markdown
 from tests.factories import QuestionFactory, UserFactory
 
@@ -98,23 +98,39 @@ def test_every_form_carries_a_csrf_token(user):
             assert 'name="csrfmiddlewaretoken"' in form, (path, form[:80])
 
 
-def test_the_token_page_shows_the_token_and_regenerates_it(user):
+def test_the_token_page_shows_a_new_token_once_lists_and_revokes_it(user):
     client = _client_for(user)
-    page = client.get("/account/token/")
-    old = Token.objects.get(user=user).key
-    assert old in page.content.decode()
+    assert client.get("/account/token/").status_code == 200
+    assert ApiToken.objects.filter(user=user).count() == 0
 
-    response = client.post("/account/token/", follow=True)
-    new = Token.objects.get(user=user).key
-    assert new != old
-    assert new in response.content.decode()
-    assert b"old one no longer works" in response.content
+    made = client.post("/account/token/", {"name": "laptop script", "expires_in_days": "30"})
+    assert made.status_code == 200
+    assert "no-store" in made["Cache-Control"]  # never_cache: the key must not sit in a cache
+    key = re.search(r'id="api-token" value="([^"]+)"', made.content.decode()).group(1)
+    token = ApiToken.objects.get(user=user)
+    assert token.name == "laptop script" and token.expires_at is not None
+    assert key not in token.digest and key.startswith(token.prefix)
 
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {old}")
-    assert api.get("/api/questions/").status_code == 401
-    api.credentials(HTTP_AUTHORIZATION=f"Token {new}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert api.get("/api/questions/").status_code == 200
+
+    listed = client.get("/account/token/")
+    assert "no-store" in listed["Cache-Control"]
+    assert "laptop script" in listed.content.decode()
+    assert key not in listed.content.decode()  # shown once, never again
+
+    revoked = client.post("/account/token/", {"revoke": "1", "token_id": token.pk}, follow=True)
+    assert b"no longer works" in revoked.content
+    assert not ApiToken.objects.filter(pk=token.pk).exists()
+    assert api.get("/api/questions/").status_code == 401
+
+
+def test_a_user_cannot_revoke_someone_elses_token(user, other_user):
+    theirs = api_token_create(user=other_user, name="theirs").token
+    response = _client_for(user).post("/account/token/", {"revoke": "1", "token_id": theirs.pk})
+    assert response.status_code == 404
+    assert ApiToken.objects.filter(pk=theirs.pk).exists()
 
 
 # --- ask ------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import ROOT
 
 PRODUCTION_ENV = {
@@ -48,3 +50,26 @@ def test_a_malformed_setting_is_reported_by_name():
     result = manage("check", env={**PRODUCTION_ENV, "OPENAI_TIMEOUT": "soon"})
     assert result.returncode != 0
     assert "OPENAI_TIMEOUT must be a number" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "insecure-compose-only-key-change-me",  # compose's old default
+        "django-insecure-local-only-not-for-production",  # config.settings.local's
+        "change-me-to-a-long-random-string-change-me-to-a-long-random-string",
+        "short-but-random-Q8x!",
+        "a" * 80,
+    ],
+)
+def test_production_settings_refuse_a_placeholder_or_short_secret_key(key):
+    result = manage("check", env={**PRODUCTION_ENV, "DJANGO_SECRET_KEY": key})
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is a placeholder or too short" in result.stderr
+    assert key not in result.stderr  # the key itself is never printed
+
+
+def test_a_malformed_trusted_proxy_is_reported_by_name():
+    result = manage("check", env={**PRODUCTION_ENV, "DJANGO_TRUSTED_PROXIES": "10.0.0.0/8,nginx"})
+    assert result.returncode != 0
+    assert "DJANGO_TRUSTED_PROXIES must list IP addresses or networks" in result.stderr

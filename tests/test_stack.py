@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 
+from questions.accounts import api_token_create
 from questions.models import Question
 from tests.otlp_receiver import OTLPReceiver
 from tests.stack_configs import (
@@ -133,7 +133,7 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
 ) -> None:  # fmt: skip
     started = time.monotonic()
     fake_llm.configure(answer="That it all fits together.", prompt_tokens=11, completion_tokens=5)
-    token = Token.objects.create(user=user).key
+    token = api_token_create(user=user, name="tests").key
     web_ports = [free_port(), free_port()]
     worker_port, nginx_port, prometheus_port = free_port(), free_port(), free_port()
 

@@ -9,8 +9,22 @@ from config.env import env_bool, env_int
 from .base import *  # noqa: F403
 from .base import SECRET_KEY
 
+MIN_SECRET_KEY_LENGTH = 50
+# Words of the placeholders in .env.example, compose and local settings, and of the usual ones.
+_PLACEHOLDER_WORDS = ("change-me", "changeme", "insecure", "placeholder", "example", "secret-key")
+
 if not SECRET_KEY:
     raise ImproperlyConfigured("Set DJANGO_SECRET_KEY: production refuses to start without it.")
+if (
+    len(SECRET_KEY) < MIN_SECRET_KEY_LENGTH
+    or len(set(SECRET_KEY)) < 5
+    or any(word in SECRET_KEY.lower() for word in _PLACEHOLDER_WORDS)
+):
+    raise ImproperlyConfigured(
+        f"DJANGO_SECRET_KEY is a placeholder or too short: production needs at least "
+        f"{MIN_SECRET_KEY_LENGTH} random characters, e.g. "
+        '`python -c "import secrets; print(secrets.token_urlsafe(50))"`.'
+    )
 
 DEBUG = False
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

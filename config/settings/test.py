@@ -31,3 +31,5 @@ CACHES["default"]["KEY_PREFIX"] = env_str("CACHE_KEY_PREFIX", default=f"test-{os
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"ask": "1000/minute"}
 LOG_FORMAT = "json"
+# Each test sees readiness as it is now (tests/test_health.py turns the reuse on to test it).
+READYZ_CACHE_SECONDS = 0.0

@@ -4,7 +4,7 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,7 +18,7 @@ from questions.api.serializers import (
     QuestionPageSerializer,
 )
 from questions.selectors import question_get, question_list
-from questions.services import question_create
+from questions.services import IdempotencyKeyReused, question_create
 from questions.throttling import AskRateThrottle
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
@@ -31,6 +31,12 @@ _IDEMPOTENCY_KEY = OpenApiParameter(
     required=False,
     description="Retrying a POST with the same key returns the same job instead of a new one.",
 )
+
+
+class IdempotencyConflict(APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "idempotency_key_reused"
+    default_detail = "This Idempotency-Key was already used for a different question."
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -60,6 +66,7 @@ class QuestionListCreateApi(APIView):
             400: _ERROR,
             401: _ERROR,
             415: _ERROR,
+            422: _ERROR,
             429: _ERROR,
         },
     )
@@ -67,9 +74,12 @@ class QuestionListCreateApi(APIView):
         key = _idempotency_key(request)
         serializer = QuestionCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        question, created = question_create(
-            owner=request.user, text=serializer.validated_data["question"], idempotency_key=key
-        )
+        try:
+            question, created = question_create(
+                owner=request.user, text=serializer.validated_data["question"], idempotency_key=key
+            )
+        except IdempotencyKeyReused as exc:
+            raise IdempotencyConflict(str(exc)) from exc
         data = QuestionOutputSerializer(question, context={"request": request}).data
         headers = {"Location": str(data["url"])}
         if not created:

@@ -4,11 +4,15 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
-from rest_framework.authtoken.models import Token
+
+from questions.accounts import api_token_create
+from questions.models import ApiToken
+
+DEMO_TOKEN_NAME = "demo (create_demo_user)"  # noqa: S105 - a label, not a secret
 
 
 class Command(BaseCommand):
-    help = "Create (or reset) a demo user for local runs and print its API token."
+    help = "Create (or reset) a demo user for local runs and print a new API token for it."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", default="demo", help="Username (default: %(default)s).")
@@ -23,7 +27,9 @@ class Command(BaseCommand):
         if options["staff"]:
             user.is_staff = user.is_superuser = True
         user.save()
-        token, _ = Token.objects.get_or_create(user=user)
+        # Tokens are stored as digests and cannot be printed again: replace the last demo token.
+        ApiToken.objects.filter(user=user, name=DEMO_TOKEN_NAME).delete()
+        new = api_token_create(user=user, name=DEMO_TOKEN_NAME)
         verb = "Created" if created else "Reset"
         self.stdout.write(f"{verb} user {user.username!r} (password {options['password']!r}).")
-        self.stdout.write(f"API token: {token.key}")
+        self.stdout.write(f"API token: {new.key}")
