@@ -12,15 +12,18 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django_redis import get_redis_connection
 
 from questions.metrics import CACHE_FALLBACKS
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
+    from redis import Redis
 
     from questions.models import Question
 
@@ -66,6 +69,12 @@ def _guarded(operation: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         return None
     _record_success()
     return result
+
+
+def redis_call(operation: str, call: Callable[[Redis], Any]) -> Any:
+    """`call(client)` on the raw Redis connection, under the same breaker as the cache: None,
+    counted and logged once, when Redis is down (the caller must then fall back)."""
+    return _guarded(operation, lambda: call(get_redis_connection("default")))
 
 
 # --- finished jobs ------------------------------------------------------------------------

@@ -58,3 +58,8 @@ CACHE_FALLBACKS = Counter(
     "Cache operations that failed (Redis down) and fell back to PostgreSQL.",
     ["operation"],
 )
+ASKS_REFUSED = Counter(
+    "questions_asks_refused_total",
+    "Questions refused by a limit (rate, open_jobs, budget), API and page.",
+    ["reason"],
+)

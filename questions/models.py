@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -55,6 +57,12 @@ class Question(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="question_owner_created"),
             models.Index(fields=["status", "created_at"], name="question_status_created"),
+            # A user's unfinished jobs, counted on every ask (QUESTIONS_MAX_OPEN_PER_USER).
+            models.Index(
+                fields=["owner"],
+                condition=Q(status__in=["queued", "running"]),
+                name="question_owner_open",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -85,3 +93,34 @@ class Question(models.Model):
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+class UserQuota(models.Model):
+    """Per-user overrides of the spend limits, set by staff in the admin. A blank field means
+    the setting's value (QUESTIONS_DAILY_BUDGET_USD, QUESTIONS_MAX_OPEN_PER_USER)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota"
+    )
+    daily_budget_usd = models.DecimalField(
+        "daily budget (USD)",
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="US dollars this user may spend per UTC day. Blank: the default. 0: none.",
+    )
+    max_open_jobs = models.PositiveIntegerField(
+        "unfinished jobs at once",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Queued and running questions this user may have at once. Blank: the default.",
+    )
+
+    class Meta:
+        verbose_name = "quota"
+
+    def __str__(self) -> str:
+        return f"quota of user {self.user_id}"

@@ -17,6 +17,7 @@ from opentelemetry import trace
 
 from questions import metrics
 from questions.cache import job_cache_delete, job_cache_set
+from questions.limits import ask_limits_check, lock_owner, rate_slot_take
 from questions.llm.client import Completion
 from questions.models import Question
 
@@ -56,7 +57,8 @@ def question_create(
     """Record a question and enqueue its job once the transaction commits.
 
     Returns (question, created). With an idempotency key already used by this owner, the
-    existing question comes back and nothing new is recorded or enqueued.
+    existing question comes back and nothing new is recorded or enqueued. A question that
+    would break a limit on asking (questions.limits) raises AskRefused; nothing is recorded.
     """
     text = validate_question_text(text)
     if idempotency_key is not None:
@@ -64,8 +66,13 @@ def question_create(
         if existing is not None:
             return existing, False
     span_context = trace.get_current_span().get_span_context()
+    slot = rate_slot_take(owner_id=owner.pk)
     try:
         with transaction.atomic():
+            # One asker of this user at a time from here to commit: the counts below and the
+            # insert cannot interleave with another request's.
+            lock_owner(owner_id=owner.pk)
+            ask_limits_check(owner=owner, text=text, slot=slot)
             question = Question.objects.create(
                 owner=owner,
                 text=text,
@@ -78,10 +85,14 @@ def question_create(
             )
             transaction.on_commit(partial(question_enqueue, question_id=question.pk))
     except IntegrityError:
+        slot.give_back()
         if idempotency_key is None:
             raise
         # A concurrent request with the same key won the race: return its question.
         return Question.objects.get(owner=owner, idempotency_key=idempotency_key), False
+    except BaseException:
+        slot.give_back()
+        raise
     metrics.QUESTIONS_CREATED.inc()
     logger.info("question created", extra={"job_id": str(question.pk)})
     return question, True

@@ -132,7 +132,9 @@ def _clean_cache_state() -> Iterator[None]:
     """Each test starts with an empty Redis test database and a closed cache breaker."""
     job_cache.reset_breaker()
     with contextlib.suppress(Exception):  # a test that takes Redis down restores it itself
-        cache.clear()
+        # Only this run's keys (its KEY_PREFIX): clear() would FLUSHDB the database that other
+        # test runs on this machine share.
+        cache.delete_pattern("*")
     yield
     job_cache.reset_breaker()
 
