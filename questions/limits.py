@@ -155,7 +155,11 @@ class Limits:
 
 
 def limits_for(*, owner_id: int) -> Limits:
-    quota = UserQuota.objects.filter(user_id=owner_id).first()
+    return limits_of(quota=UserQuota.objects.filter(user_id=owner_id).first())
+
+
+def limits_of(*, quota: UserQuota | None) -> Limits:
+    """The settings' limits, overridden by the fields `quota` sets."""
     max_open = settings.QUESTIONS_MAX_OPEN_PER_USER
     budget = settings.QUESTIONS_DAILY_BUDGET_USD
     if quota is not None:
@@ -217,7 +221,7 @@ def ask_limits_check(
         )
 
 
-def _text_bytes() -> Func:
+def _text_bytes() -> Any:
     # SQLite (make run) has no OCTET_LENGTH before 3.43: characters × 4 bound its bytes.
     if connection.vendor == "postgresql":
         return _OctetLength("text")

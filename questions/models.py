@@ -5,6 +5,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -124,3 +125,12 @@ class UserQuota(models.Model):
 
     def __str__(self) -> str:
         return f"quota of user {self.user_id}"
+
+
+class UserSpend(get_user_model()):  # type: ignore[misc]
+    """The users as the admin's "spend per user" page lists them (a proxy: no table)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "spend per user"
+        verbose_name_plural = "spend per user"
