@@ -90,7 +90,9 @@ def _burst(base: str, token: str) -> Counter[int]:
 
 @pytest.mark.parametrize("redis", ["up", "unreachable"])
 def test_200_concurrent_posts_with_a_limit_of_100_accept_exactly_100(redis, gunicorn, queues, user):
-    env = {} if redis == "up" else {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    # Up: a Redis database of its own, which no other test run on this machine flushes.
+    port = 6379 if redis == "up" else free_port()
+    env = {"REDIS_URL": f"redis://127.0.0.1:{port}/13"}
     base = gunicorn(**env)
     token = Token.objects.create(user=user).key
 
