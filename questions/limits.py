@@ -202,7 +202,9 @@ def ask_limits_check(
             retry_after=math.ceil(settings.OPENAI_TIMEOUT),
         )
     day_start = utc_day_start(now)
-    spent = mine.filter(created_at__gte=day_start).aggregate(total=Sum("cost"))["total"]
+    spent = mine.filter(created_at__gte=day_start, cost__isnull=False).aggregate(total=Sum("cost"))[
+        "total"
+    ]
     committed = (spent or Decimal(0)) + worst_case_cost(
         questions=unfinished["n"], question_bytes=unfinished["size"] or 0
     )

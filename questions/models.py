@@ -64,6 +64,13 @@ class Question(models.Model):
                 condition=Q(status__in=["queued", "running"]),
                 name="question_owner_open",
             ),
+            # A user's spend of the day, summed on every ask: an index-only scan.
+            models.Index(
+                fields=["owner", "created_at"],
+                include=["cost"],
+                condition=Q(cost__isnull=False),
+                name="question_owner_paid",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
