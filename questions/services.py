@@ -61,10 +61,9 @@ def question_create(
     would break a limit on asking (questions.limits) raises AskRefused; nothing is recorded.
     """
     text = validate_question_text(text)
-    if idempotency_key is not None:
-        existing = Question.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return existing, False
+    existing = _idempotent_replay(owner=owner, idempotency_key=idempotency_key)
+    if existing is not None:
+        return existing, False
     span_context = trace.get_current_span().get_span_context()
     slot = rate_slot_take(owner_id=owner.pk)
     try:
@@ -72,6 +71,12 @@ def question_create(
             # One asker of this user at a time from here to commit: the counts below and the
             # insert cannot interleave with another request's.
             lock_owner(owner_id=owner.pk)
+            # A concurrent retry with the same key may have committed while this one waited
+            # for the lock: it is a replay, not a new question for the limits to count.
+            existing = _idempotent_replay(owner=owner, idempotency_key=idempotency_key)
+            if existing is not None:
+                slot.give_back()
+                return existing, False
             ask_limits_check(owner=owner, text=text, slot=slot)
             question = Question.objects.create(
                 owner=owner,
@@ -96,6 +101,12 @@ def question_create(
     metrics.QUESTIONS_CREATED.inc()
     logger.info("question created", extra={"job_id": str(question.pk)})
     return question, True
+
+
+def _idempotent_replay(*, owner: AbstractBaseUser, idempotency_key: str | None) -> Question | None:
+    if idempotency_key is None:
+        return None
+    return Question.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
 
 
 def question_enqueue(*, question_id: object) -> bool:

@@ -191,3 +191,25 @@ def test_the_page_says_why_a_question_is_refused_and_keeps_it(page, user, settin
     assert ">Is my budget gone?</textarea>" in content
     assert Question.objects.filter(owner=user).count() == 1
     assert queues.depth()["visible"] == 0
+
+
+def test_concurrent_retries_with_one_key_replay_instead_of_hitting_the_cap(
+    api_for, user, settings, queues
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    settings.QUESTIONS_MAX_OPEN_PER_USER = 1
+
+    def ask(_: int) -> int:
+        try:
+            return _ask(api_for(user), "once", HTTP_IDEMPOTENCY_KEY="same").status_code
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(ask, range(8)))
+    assert statuses == [202] * 8  # one recorded, seven replays; none refused by the cap
+    assert Question.objects.filter(owner=user).count() == 1
+    assert queues.depth()["visible"] == 1
