@@ -113,7 +113,7 @@ def _refuse_rate(limit: int, window: int, wait_seconds: float) -> AskRefused:
     return AskRefused(
         code="throttled",
         detail=(
-            f"Request was throttled: you may ask {limit} questions per {_period_words(window)}, "
+            f"Too many questions: you may ask {limit} per {_period_words(window)}, "
             f"and each question costs money. Please try again in about {wait} seconds."
         ),
         retry_after=wait,

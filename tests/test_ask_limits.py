@@ -56,7 +56,7 @@ def test_with_redis_down_the_rate_is_counted_in_postgresql(api, user, settings, 
     assert response.status_code == 429
     body = response.json()
     assert body["error"] == "throttled"
-    assert "2 questions per minute" in body["detail"]
+    assert "you may ask 2 per minute" in body["detail"]
     assert 0 < body["retry_after"] <= 60
     assert response["Retry-After"] == str(body["retry_after"])
     assert Question.objects.filter(owner=user).count() == 2
