@@ -68,6 +68,15 @@ ASKS_REFUSED = Counter(
     "Questions refused by a limit (rate, open_jobs, budget), API and page.",
     ["reason"],
 )
+LLM_RATE_LIMIT_WAIT = Histogram(
+    "questions_llm_rate_limit_wait_seconds",
+    "Time a worker waited for the shared provider rate limit before an LLM call.",
+    buckets=(0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)
+LLM_RATE_LIMIT_PENALTIES = Counter(
+    "questions_llm_rate_limit_penalties_total",
+    "Provider 429s that paused every worker and lowered the shared rate.",
+)
 LLM_COST = Counter(
     "questions_llm_cost_usd_total",
     "USD paid for LLM calls, as stored on the jobs, by the price entry of the model.",

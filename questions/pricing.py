@@ -69,3 +69,9 @@ def worst_case_cost(*, questions: int = 1, question_bytes: int, model: str = "")
         prompt_tokens=prompt_tokens_bound(0) * questions + question_bytes,
         completion_tokens=settings.OPENAI_MAX_COMPLETION_TOKENS * questions,
     )
+
+
+def call_tokens_bound(*, question: str) -> int:
+    """The most tokens one call for `question` can use, prompt and answer: what the worker
+    reserves in the provider rate limiter (questions.llm.ratelimit.acquire)."""
+    return prompt_tokens_bound(len(question.encode())) + settings.OPENAI_MAX_COMPLETION_TOKENS

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from questions.pricing import completion_cost, priced_model_name, prompt_tokens_bound
+from questions.pricing import (
+    call_tokens_bound,
+    completion_cost,
+    priced_model_name,
+    prompt_tokens_bound,
+)
 
 
 def test_a_known_model_is_priced_per_million_tokens():
@@ -48,3 +53,9 @@ def test_cost_is_rounded_up_to_the_micro_dollar():
 def test_the_prompt_bound_counts_bytes_not_characters(settings):
     settings.OPENAI_SYSTEM_PROMPT = "sys"
     assert prompt_tokens_bound(len("héllo".encode())) == 3 + 6 + 16
+
+
+def test_a_calls_token_bound_is_its_prompt_bound_plus_the_longest_answer(settings):
+    settings.OPENAI_SYSTEM_PROMPT = "sys"
+    settings.OPENAI_MAX_COMPLETION_TOKENS = 100
+    assert call_tokens_bound(question="héllo") == 3 + 6 + 16 + 100

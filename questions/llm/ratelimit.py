@@ -31,6 +31,8 @@ from django.conf import settings
 from django.core.cache import cache
 from redis.asyncio import Redis
 
+from questions.metrics import LLM_RATE_LIMIT_PENALTIES, LLM_RATE_LIMIT_WAIT
+
 logger = logging.getLogger(__name__)
 
 # After a 429 the shared rate recovers by RECOVERY_STEP of its configured value this often.
@@ -144,15 +146,19 @@ class RateLimiter:
     async def acquire(self, model: str, tokens: int) -> None:
         """Wait until a call of `tokens` (prompt bound + max completion) to `model` fits."""
         limits = limits_for(model)
+        waited = 0.0
         while True:
             wait = await self._try(model, max(int(tokens), 0), limits)
             if wait <= 0:
+                LLM_RATE_LIMIT_WAIT.observe(waited)
                 return
             await asyncio.sleep(wait)
+            waited += wait
 
     async def penalize(self, model: str, retry_after: float) -> None:
         """The provider said 429: pause every process for `retry_after` seconds and lower the
         shared rate."""
+        LLM_RATE_LIMIT_PENALTIES.inc()
         retry_ms = max(math.ceil(retry_after * 1000), 1)
         keys = [self._key(model, "pause"), self._key(model, "factor")]
         done = await self._redis(
