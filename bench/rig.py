@@ -152,6 +152,8 @@ class Rig:
                 "OPENAI_API_KEY": "bench",
                 "QUESTIONS_REQUEUE_AFTER": "86400",
                 "QUESTIONS_THROTTLE_RATE": "100000000/second",
+                "QUESTIONS_MAX_OPEN_PER_USER": "100000000",
+                "QUESTIONS_DAILY_BUDGET_USD": "100000000",
                 "PYTHONUNBUFFERED": "1",
             }
         )

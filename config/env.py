@@ -5,7 +5,9 @@ Every variable read here is listed in `.env.example`.
 
 from __future__ import annotations
 
+import json
 import os
+from decimal import Decimal, InvalidOperation
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from django.core.exceptions import ImproperlyConfigured
@@ -78,3 +80,101 @@ def env_networks(name: str) -> list[IPv4Network | IPv6Network]:
                 f"{name} must list IP addresses or networks (CIDR), not {item!r}."
             ) from None
     return networks
+
+
+def env_decimal(name: str, default: str, *, minimum: Decimal | None = None) -> Decimal:
+    value = os.environ.get(name, "").strip() or default
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be a decimal number, not {value!r}.") from None
+    if not number.is_finite() or (minimum is not None and number < minimum):
+        raise ImproperlyConfigured(f"{name} must be a number >= {minimum}, not {value!r}.")
+    return number
+
+
+def env_json(name: str, default: object) -> object:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be valid JSON ({exc}).") from None
+
+
+def require_min(name: str, value: int | float, minimum: int | float) -> None:
+    """Stop start-up when a number read from `name` is below `minimum`."""
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, not {value!r}.")
+
+
+_RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
+_RATE_PERIODS |= {"h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+def parse_rate(value: str, *, name: str = "rate") -> tuple[int, int]:
+    """ "30/hour" → (30, 3600): that many events per window of that many seconds."""
+    count, _, period = value.strip().partition("/")
+    try:
+        number = int(count)
+    except ValueError:
+        number = 0
+    seconds = _RATE_PERIODS.get(period.strip().lower())
+    if number < 1 or seconds is None:
+        raise ImproperlyConfigured(
+            f"{name} must look like 30/hour (a positive count per second, minute, hour or day), "
+            f"not {value!r}."
+        )
+    return number, seconds
+
+
+def parse_price_table(raw: object, *, name: str) -> dict[str, dict[str, Decimal]]:
+    """{"model": {"input": USD per 1M tokens, "output": USD per 1M tokens}} with numbers >= 0."""
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured(
+            f"{name} must be a JSON object like "
+            '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}} (USD per 1M tokens).'
+        )
+    return {
+        str(model): parse_price(entry, name=f"{name}[{model!r}]") for model, entry in raw.items()
+    }
+
+
+def parse_price(entry: object, *, name: str) -> dict[str, Decimal]:
+    if not isinstance(entry, dict) or set(entry) != {"input", "output"}:
+        raise ImproperlyConfigured(
+            f'{name} must be an object with exactly "input" and "output" (USD per 1M tokens).'
+        )
+    price: dict[str, Decimal] = {}
+    for kind in ("input", "output"):
+        value = entry[kind]
+        try:
+            if isinstance(value, bool):
+                raise InvalidOperation
+            number = Decimal(str(value))
+        except InvalidOperation:
+            number = Decimal("NaN")
+        if not number.is_finite() or number < 0:
+            raise ImproperlyConfigured(f"{name}.{kind} must be a number >= 0, not {value!r}.")
+        price[kind] = number
+    return price
+
+
+def parse_rate_limits(raw: object, *, name: str) -> dict[str, dict[str, int]]:
+    """{"model": {"rpm": requests per minute, "tpm": tokens per minute}} (0: no limit)."""
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured(
+            f'{name} must be a JSON object like {{"gpt-4o": {{"rpm": 500, "tpm": 30000}}}}.'
+        )
+    limits: dict[str, dict[str, int]] = {}
+    for model, entry in raw.items():
+        if not isinstance(entry, dict) or not set(entry) <= {"rpm", "tpm"}:
+            raise ImproperlyConfigured(f'{name}[{model!r}] may only set "rpm" and "tpm".')
+        for key, value in entry.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ImproperlyConfigured(
+                    f"{name}[{model!r}].{key} must be an integer >= 0, not {value!r}."
+                )
+        limits[str(model)] = dict(entry)
+    return limits

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable
 from datetime import timedelta
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -15,7 +17,9 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from questions.models import ApiToken, Question
+from questions.limits import Limits, limits_of
+from questions.models import ApiToken, Question, UserQuota, UserSpend
+from questions.selectors import user_spend_list
 from questions.services import question_retry
 
 CSV_COLUMNS = (
@@ -33,6 +37,7 @@ CSV_COLUMNS = (
     "question",
     "answer",
     "error",
+    "cost_usd",
 )
 # A cell starting with one of these is a formula to a spreadsheet: the LLM or the asker could
 # smuggle one in, so such cells are prefixed with a quote (OWASP "CSV injection").
@@ -44,7 +49,7 @@ def _csv_cell(value: object) -> str:
     return f"'{text}" if text.startswith(_FORMULA_PREFIXES) else text
 
 
-def _csv_row(question: Question) -> list[str]:
+def _csv_row(question: Question) -> Iterable[object]:
     duration = question.duration
     values: Iterable[object] = (
         question.pk,
@@ -61,8 +66,23 @@ def _csv_row(question: Question) -> list[str]:
         question.text,
         question.answer,
         question.error,
+        question.cost,
     )
-    return [_csv_cell(value) for value in values]
+    return values
+
+
+def _csv_response(
+    name: str, header: Iterable[str], rows: Iterable[Iterable[object]]
+) -> HttpResponse:
+    """A CSV download, every cell guarded against formula injection."""
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}-{stamp}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_csv_cell(value) for value in row])
+    return response
 
 
 @admin.register(Question)
@@ -74,6 +94,7 @@ class QuestionAdmin(admin.ModelAdmin):
         "model",
         "attempts",
         "tokens",
+        "cost",
         "created_at",
         "duration_display",
     )
@@ -92,7 +113,7 @@ class QuestionAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("id", "owner", "text", "status")}),
         ("Outcome", {"fields": ("answer", "error", "model", "attempts")}),
-        ("Usage", {"fields": ("prompt_tokens", "completion_tokens", "tokens")}),
+        ("Usage", {"fields": ("prompt_tokens", "completion_tokens", "tokens", "cost")}),
         (
             "Timing",
             {
@@ -167,14 +188,105 @@ class QuestionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export selected as CSV", permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Question]) -> HttpResponse:
-        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="questions-{stamp}.csv"'
-        writer = csv.writer(response)
-        writer.writerow(CSV_COLUMNS)
-        for question in queryset.select_related("owner").order_by("-created_at"):
-            writer.writerow(_csv_row(question))
-        return response
+        questions = queryset.select_related("owner").order_by("-created_at")
+        return _csv_response("questions", CSV_COLUMNS, (_csv_row(q) for q in questions))
+
+
+SPEND_CSV_COLUMNS = (
+    "user",
+    "email",
+    "spend_today_usd",
+    "spend_30_days_usd",
+    "questions_30_days",
+    "daily_budget_usd",
+    "max_open_jobs",
+)
+
+
+class UserQuotaInline(admin.StackedInline):
+    model = UserQuota
+    can_delete = True
+    max_num = 1
+    extra = 1
+    verbose_name = "quota (blank fields: the defaults from settings)"
+
+
+@admin.register(UserSpend)
+class UserSpendAdmin(admin.ModelAdmin):
+    """What each user spent on LLM calls, today (UTC) and over 30 days; their quota is set on
+    the user's page here. Export: the action "Export selected as CSV"."""
+
+    list_display = (
+        "username",
+        "spend_today",
+        "spend_30_days",
+        "questions_30_days",
+        "daily_budget",
+        "max_open_jobs",
+    )
+    search_fields = ("username", "email")
+    list_per_page = 50
+    fields = ("username", "email", "spend_today", "spend_30_days", "questions_30_days")
+    readonly_fields = fields
+    inlines = (UserQuotaInline,)
+    actions = ("export_spend_csv",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return user_spend_list()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # users are made in the Users admin
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="spend today (USD)", ordering="spend_today")
+    def spend_today(self, user: Any) -> str:
+        return _usd(user.spend_today)
+
+    @admin.display(description="spend, 30 days (USD)", ordering="spend_30_days")
+    def spend_30_days(self, user: Any) -> str:
+        return _usd(user.spend_30_days)
+
+    @admin.display(description="questions, 30 days", ordering="questions_30_days")
+    def questions_30_days(self, user: Any) -> int:
+        return int(user.questions_30_days)
+
+    @admin.display(description="daily budget (USD)")
+    def daily_budget(self, user: Any) -> str:
+        return _usd(_limits(user).daily_budget)
+
+    @admin.display(description="unfinished jobs at once")
+    def max_open_jobs(self, user: Any) -> int:
+        return _limits(user).max_open_jobs
+
+    @admin.action(description="Export selected as CSV", permissions=["view"])
+    def export_spend_csv(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse:
+        rows = (
+            (
+                user.get_username(),
+                user.email,
+                user.spend_today or Decimal(0),
+                user.spend_30_days or Decimal(0),
+                user.questions_30_days,
+                (limits := _limits(user)).daily_budget,
+                limits.max_open_jobs,
+            )
+            for user in queryset
+        )
+        return _csv_response("spend", SPEND_CSV_COLUMNS, rows)
+
+
+def _limits(user: Any) -> Limits:
+    try:
+        quota = user.quota  # selected with the user by user_spend_list
+    except UserQuota.DoesNotExist:
+        quota = None
+    return limits_of(quota=quota)
+
+
+def _usd(amount: Decimal | None) -> str:
+    return f"{amount or 0:.6f}"
 
 
 @admin.register(ApiToken)

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,13 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django_redis import get_redis_connection
 
 from questions.metrics import CACHE_FALLBACKS
 
 if TYPE_CHECKING:
+    from redis import Redis
+
     from questions.models import Question
 
 logger = logging.getLogger(__name__)
@@ -71,6 +75,12 @@ def _guarded(operation: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         return None
     _record_success()
     return result
+
+
+def redis_call(operation: str, call: Callable[[Redis], Any]) -> Any:
+    """`call(client)` on the raw Redis connection, under the same breaker as the cache: None,
+    counted and logged once, when Redis is down (the caller must then fall back)."""
+    return _guarded(operation, lambda: call(get_redis_connection("default")))
 
 
 # --- finished jobs ------------------------------------------------------------------------

@@ -6,7 +6,12 @@ the worker serves them on `run_sqs_worker --metrics-port`.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from django.conf import settings
 from prometheus_client import Counter, Gauge, Histogram
+
+from questions.pricing import priced_model_name
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 
@@ -58,3 +63,32 @@ CACHE_FALLBACKS = Counter(
     "Cache operations that failed (Redis down) and fell back to PostgreSQL.",
     ["operation"],
 )
+ASKS_REFUSED = Counter(
+    "questions_asks_refused_total",
+    "Questions refused by a limit (rate, open_jobs, budget), API and page.",
+    ["reason"],
+)
+LLM_RATE_LIMIT_WAIT = Histogram(
+    "questions_llm_rate_limit_wait_seconds",
+    "Time a worker waited for the shared provider rate limit before an LLM call.",
+    buckets=(0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)
+LLM_RATE_LIMIT_PENALTIES = Counter(
+    "questions_llm_rate_limit_penalties_total",
+    "Provider 429s that paused every worker and lowered the shared rate.",
+)
+LLM_COST = Counter(
+    "questions_llm_cost_usd_total",
+    "USD paid for LLM calls, as stored on the jobs, by the price entry of the model.",
+    ["model"],
+)
+# Every series exists from the start (0), so dashboards and alerts see them before the first
+# paid call; the label is the price entry, never the provider's free-form model name.
+for _model in [*settings.QUESTIONS_PRICES, "other"]:
+    LLM_COST.labels(model=_model)
+
+
+def record_llm_cost(*, model: str, cost: Decimal | None) -> None:
+    """Count what a finished job's LLM call cost; call it once, when the cost is stored."""
+    if cost:
+        LLM_COST.labels(model=priced_model_name(model)).inc(float(cost))

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -55,6 +58,19 @@ class Question(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="question_owner_created"),
             models.Index(fields=["status", "created_at"], name="question_status_created"),
+            # A user's unfinished jobs, counted on every ask (QUESTIONS_MAX_OPEN_PER_USER).
+            models.Index(
+                fields=["owner"],
+                condition=Q(status__in=["queued", "running"]),
+                name="question_owner_open",
+            ),
+            # A user's spend of the day, summed on every ask: an index-only scan.
+            models.Index(
+                fields=["owner", "created_at"],
+                include=["cost"],
+                condition=Q(cost__isnull=False),
+                name="question_owner_paid",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -116,3 +132,43 @@ class ApiToken(models.Model):
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+
+class UserQuota(models.Model):
+    """Per-user overrides of the spend limits, set by staff in the admin. A blank field means
+    the setting's value (QUESTIONS_DAILY_BUDGET_USD, QUESTIONS_MAX_OPEN_PER_USER)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota"
+    )
+    daily_budget_usd = models.DecimalField(
+        "daily budget (USD)",
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="US dollars this user may spend per UTC day. Blank: the default. 0: none.",
+    )
+    max_open_jobs = models.PositiveIntegerField(
+        "unfinished jobs at once",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Queued and running questions this user may have at once. Blank: the default.",
+    )
+
+    class Meta:
+        verbose_name = "quota"
+
+    def __str__(self) -> str:
+        return f"quota of user {self.user_id}"
+
+
+class UserSpend(get_user_model()):  # type: ignore[misc]
+    """The users as the admin's "spend per user" page lists them (a proxy: no table)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "spend per user"
+        verbose_name_plural = "spend per user"

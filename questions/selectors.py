@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Count, Min, Q, QuerySet
+from django.contrib.auth import get_user_model
+from django.db.models import Count, F, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from questions.cache import job_cache_get, job_cache_set
+from questions.limits import utc_day_start
 from questions.models import Question
 
 if TYPE_CHECKING:
@@ -71,3 +74,21 @@ def question_status_counts() -> dict[str, Any]:
             None if oldest is None else (timezone.now() - oldest).total_seconds()
         ),
     }
+
+
+def user_spend_list(*, now: datetime | None = None) -> QuerySet[Any]:
+    """Users with their LLM spend in USD: `spend_today` (questions asked this UTC day),
+    `spend_30_days` and `questions_30_days` (the last 30 days), most spent first."""
+    now = now or timezone.now()
+    day_start = utc_day_start(now)
+    month = Q(questions__created_at__gte=now - timedelta(days=30))
+    return (
+        get_user_model()
+        .objects.annotate(
+            spend_today=Sum("questions__cost", filter=Q(questions__created_at__gte=day_start)),
+            spend_30_days=Sum("questions__cost", filter=month),
+            questions_30_days=Count("questions", filter=month),
+        )
+        .select_related("quota")
+        .order_by(F("spend_30_days").desc(nulls_last=True), "username")
+    )

@@ -17,6 +17,7 @@ from opentelemetry import trace
 
 from questions import metrics
 from questions.cache import job_cache_delete, job_cache_set
+from questions.limits import ask_limits_check, lock_owner, rate_slot_take
 from questions.llm.client import Completion
 from questions.models import Question
 
@@ -71,16 +72,27 @@ def question_create(
 
     Returns (question, created). With an idempotency key already used by this owner for the
     same text, the existing question comes back and nothing new is recorded or enqueued; for
-    another text, IdempotencyKeyReused.
+    another text, IdempotencyKeyReused. A question that would break a limit on asking
+    (questions.limits) raises AskRefused; nothing is recorded.
     """
     text = validate_question_text(text)
-    if idempotency_key is not None:
-        existing = Question.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return _replay(existing, text)
+    existing = _idempotent_replay(owner=owner, idempotency_key=idempotency_key)
+    if existing is not None:
+        return _replay(existing, text)
     span_context = trace.get_current_span().get_span_context()
+    slot = rate_slot_take(owner_id=owner.pk)
     try:
         with transaction.atomic():
+            # One asker of this user at a time from here to commit: the counts below and the
+            # insert cannot interleave with another request's.
+            lock_owner(owner_id=owner.pk)
+            # A concurrent retry with the same key may have committed while this one waited
+            # for the lock: it is a replay, not a new question for the limits to count.
+            existing = _idempotent_replay(owner=owner, idempotency_key=idempotency_key)
+            if existing is not None:
+                slot.give_back()
+                return _replay(existing, text)
+            ask_limits_check(owner=owner, text=text, slot=slot)
             question = Question.objects.create(
                 owner=owner,
                 text=text,
@@ -93,13 +105,23 @@ def question_create(
             )
             transaction.on_commit(partial(question_enqueue, question_id=question.pk))
     except IntegrityError:
+        slot.give_back()
         if idempotency_key is None:
             raise
         # A concurrent request with the same key won the race: return its question.
         return _replay(Question.objects.get(owner=owner, idempotency_key=idempotency_key), text)
+    except BaseException:
+        slot.give_back()
+        raise
     metrics.QUESTIONS_CREATED.inc()
     logger.info("question created", extra={"job_id": str(question.pk)})
     return question, True
+
+
+def _idempotent_replay(*, owner: AbstractBaseUser, idempotency_key: str | None) -> Question | None:
+    if idempotency_key is None:
+        return None
+    return Question.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
 
 
 def question_enqueue(*, question_id: object) -> bool:

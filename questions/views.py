@@ -1,10 +1,9 @@
 """Server-rendered pages: ask, watch a job live, history, the API token. Thin: the work is done
-by questions.services / questions.selectors; validation by the service, throttling by the same
-AskRateThrottle the API uses."""
+by questions.services / questions.selectors; validation and the limits on asking by
+the service, as for the API."""
 
 from __future__ import annotations
 
-import math
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -22,12 +21,12 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from questions.accounts import api_token_create, api_token_list, api_token_revoke
 from questions.forms import AskForm, HistoryFilterForm, TokenCreateForm, TokenRevokeForm
+from questions.limits import AskRefused
 from questions.llm.client import llm_is_demo
 from questions.models import Question
 from questions.selectors import question_get, question_list
 from questions.services import IdempotencyKeyReused, question_create
 from questions.templatetags.question_tags import status_label
-from questions.throttling import AskRateThrottle
 
 HISTORY_PAGE_SIZE = 20
 RECENT_ON_ASK_PAGE = 5
@@ -55,13 +54,9 @@ def _visible_question(request: HttpRequest, pk: Any) -> Question:
     return question
 
 
-def _throttled_message(wait: float | None) -> str:
-    seconds = math.ceil(wait) if wait else None
-    when = f"in about {seconds} seconds" if seconds else "in a little while"
-    return (
-        "You have asked a lot of questions in a short time, and each one costs money. "
-        f"Please try again {when}. Your question is kept below."
-    )
+def _refused_message(refused: AskRefused) -> str:
+    """The limit's own words (they say why and when to ask again), and that nothing is lost."""
+    return f"{refused.detail} Your question is kept below."
 
 
 @login_required
@@ -71,10 +66,7 @@ def ask(request: HttpRequest) -> HttpResponse:
     status = 200
     if request.method == "POST":
         form = AskForm(request.POST)
-        throttle = AskRateThrottle()
-        if not throttle.allow_request(request, None):
-            throttled, status = _throttled_message(throttle.wait()), 429
-        elif form.is_valid():
+        if form.is_valid():
             request_id = form.cleaned_data.get("request_id")
             try:
                 question, _ = question_create(
@@ -92,6 +84,8 @@ def ask(request: HttpRequest) -> HttpResponse:
                 form.is_valid()
                 form.add_error("question", "This form was already sent. Please send it again.")
                 status = 409
+            except AskRefused as exc:
+                throttled, status = _refused_message(exc), 429
             else:
                 messages.success(request, "Question received. The answer appears below.")
                 return redirect(question)

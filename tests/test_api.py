@@ -23,6 +23,7 @@ JOB_FIELDS = {
     "model",
     "attempts",
     "usage",
+    "cost",
     "created_at",
     "started_at",
     "finished_at",

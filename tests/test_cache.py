@@ -76,7 +76,7 @@ def test_with_redis_down_the_api_answers_from_postgresql(api, user, settings, qu
         response = api.get(f"/api/questions/{job.pk}/")
         assert response.status_code == 200
         assert response.json()["answer"] == "still here"
-    # Asking still works too (the throttle's counters live in Redis: it lets requests through).
+    # Asking still works too (the rate limit counts the user's questions in PostgreSQL instead).
     created = api.post("/api/questions/", {"question": "Redis is down?"}, format="json")
     assert created.status_code == 202
 

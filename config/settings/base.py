@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import (
     env_bool,
+    env_decimal,
     env_float,
     env_int,
+    env_json,
     env_list,
     env_networks,
     env_optional,
     env_str,
+    parse_price,
+    parse_price_table,
+    parse_rate,
+    parse_rate_limits,
+    require_min,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -138,9 +147,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "questions.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {
-        "ask": env_str("QUESTIONS_THROTTLE_RATE", default="30/hour"),
-    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Question service API",
@@ -195,6 +201,59 @@ QUESTIONS_STREAM_REDIS_TIMEOUT = env_float("QUESTIONS_STREAM_REDIS_TIMEOUT", def
 QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS = env_int(
     "QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS", default=50
 )
+# --- Spend and limits (README "Spend and limits"). Checked in questions.limits when a question
+# is asked, for the API and the page alike; the worker prices each call with questions.pricing
+# and passes questions.llm.ratelimit before it calls the provider.
+# Questions per user per fixed window, counted atomically in Redis (PostgreSQL when Redis is down).
+QUESTIONS_THROTTLE_RATE = env_str("QUESTIONS_THROTTLE_RATE", default="30/hour")
+parse_rate(QUESTIONS_THROTTLE_RATE, name="QUESTIONS_THROTTLE_RATE")
+# Unfinished (queued + running) jobs a user may have at once; per user in the admin (UserQuota).
+QUESTIONS_MAX_OPEN_PER_USER = env_int("QUESTIONS_MAX_OPEN_PER_USER", default=10)
+require_min("QUESTIONS_MAX_OPEN_PER_USER", QUESTIONS_MAX_OPEN_PER_USER, 1)
+# USD a user may spend per UTC day (0: none); per user in the admin (UserQuota).
+QUESTIONS_DAILY_BUDGET_USD = env_decimal(
+    "QUESTIONS_DAILY_BUDGET_USD", default="5.00", minimum=Decimal(0)
+)
+# The longest answer the LLM may write (sent as max_completion_tokens on every call); also the
+# output side of a question's worst-case cost.
+OPENAI_MAX_COMPLETION_TOKENS = env_int("OPENAI_MAX_COMPLETION_TOKENS", default=1024)
+require_min("OPENAI_MAX_COMPLETION_TOKENS", OPENAI_MAX_COMPLETION_TOKENS, 1)
+# USD per 1M tokens, input and output, per model. QUESTIONS_PRICES (JSON) adds to or overrides
+# these; a model matches its own name or the longest entry it starts with
+# ("gpt-4o-mini-2024-07-18" → "gpt-4o-mini"); any other model costs QUESTIONS_DEFAULT_PRICE.
+QUESTIONS_PRICES = {
+    **parse_price_table(
+        {
+            "gpt-4o-mini": {"input": "0.15", "output": "0.60"},
+            "gpt-4o": {"input": "2.50", "output": "10.00"},
+            "gpt-4.1-nano": {"input": "0.10", "output": "0.40"},
+            "gpt-4.1-mini": {"input": "0.40", "output": "1.60"},
+            "gpt-4.1": {"input": "2.00", "output": "8.00"},
+            "o4-mini": {"input": "1.10", "output": "4.40"},
+            "gpt-3.5-turbo": {"input": "0.50", "output": "1.50"},
+        },
+        name="built-in prices",
+    ),
+    **parse_price_table(env_json("QUESTIONS_PRICES", default={}), name="QUESTIONS_PRICES"),
+}
+QUESTIONS_DEFAULT_PRICE = parse_price(
+    env_json("QUESTIONS_DEFAULT_PRICE", default={"input": 10, "output": 30}),
+    name="QUESTIONS_DEFAULT_PRICE",
+)
+if not all(QUESTIONS_DEFAULT_PRICE.values()):
+    raise ImproperlyConfigured("QUESTIONS_DEFAULT_PRICE may not be free: an unknown model costs.")
+# The provider's limits, shared by every worker process through Redis (0: no limit).
+# OPENAI_RATE_LIMITS (JSON) sets them per model: {"gpt-4o": {"rpm": 500, "tpm": 30000}}.
+OPENAI_RPM = env_int("OPENAI_RPM", default=0)
+require_min("OPENAI_RPM", OPENAI_RPM, 0)
+OPENAI_TPM = env_int("OPENAI_TPM", default=0)
+require_min("OPENAI_TPM", OPENAI_TPM, 0)
+OPENAI_RATE_LIMITS = parse_rate_limits(
+    env_json("OPENAI_RATE_LIMITS", default={}), name="OPENAI_RATE_LIMITS"
+)
+# When Redis is down each worker process limits itself to its share: the rate / this.
+OPENAI_RATE_LIMIT_PROCESSES = env_int("OPENAI_RATE_LIMIT_PROCESSES", default=2)
+require_min("OPENAI_RATE_LIMIT_PROCESSES", OPENAI_RATE_LIMIT_PROCESSES, 1)
 
 # --- Observability. The admin links a job's trace id to this URL ("{trace_id}" is replaced),
 # e.g. Grafana's Explore view of Tempo (docker-compose.yml sets one); unset: no link.

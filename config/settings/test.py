@@ -6,10 +6,10 @@ import os
 
 import dj_database_url
 
-from config.env import env_str
+from config.env import env_int, env_str
 
 from .base import *  # noqa: F403
-from .base import CACHES, REST_FRAMEWORK
+from .base import CACHES
 
 SECRET_KEY = "test-secret-key-not-for-production"  # noqa: S105
 DEBUG = False
@@ -29,7 +29,9 @@ CACHES["default"]["LOCATION"] = env_str("REDIS_URL", default="redis://127.0.0.1:
 # Worker subprocesses started by a test inherit the prefix, so they share its cache keys.
 CACHES["default"]["KEY_PREFIX"] = env_str("CACHE_KEY_PREFIX", default=f"test-{os.getpid()}")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"ask": "1000/minute"}
+# Generous limits on asking, unless a test (or the environment of a subprocess) sets its own.
+QUESTIONS_THROTTLE_RATE = env_str("QUESTIONS_THROTTLE_RATE", default="1000/minute")
+QUESTIONS_MAX_OPEN_PER_USER = env_int("QUESTIONS_MAX_OPEN_PER_USER", default=1000)
 LOG_FORMAT = "json"
 # Each test sees readiness as it is now (tests/test_health.py turns the reuse on to test it).
 READYZ_CACHE_SECONDS = 0.0

@@ -11,10 +11,18 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from questions.limits import AskRefused
+
 logger = logging.getLogger(__name__)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, AskRefused):
+        return Response(
+            {"error": exc.code, "detail": exc.detail, "retry_after": exc.retry_after},
+            status=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         # Not an API error: log it with its traceback, tell the client nothing internal.

@@ -54,6 +54,13 @@ class QuestionOutputSerializer(serializers.Serializer):
     model = serializers.CharField(read_only=True)
     attempts = serializers.IntegerField(read_only=True)
     usage = serializers.SerializerMethodField()
+    cost = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        read_only=True,
+        allow_null=True,
+        help_text="What the LLM call cost in US dollars (a decimal string); null until it is paid.",
+    )
     created_at = serializers.DateTimeField(read_only=True)
     started_at = serializers.DateTimeField(read_only=True, allow_null=True)
     finished_at = serializers.DateTimeField(read_only=True, allow_null=True)

@@ -8,7 +8,6 @@ from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from questions.api.serializers import (
@@ -19,11 +18,16 @@ from questions.api.serializers import (
 )
 from questions.selectors import question_get, question_list
 from questions.services import IdempotencyKeyReused, question_create
-from questions.throttling import AskRateThrottle
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 _ERROR = OpenApiResponse(description="JSON error: {error, detail, fields?}")
+_REFUSED = OpenApiResponse(
+    description=(
+        "A limit on asking: {error: throttled | too_many_open_jobs | budget_exceeded, detail, "
+        "retry_after}; the Retry-After header says when to ask again."
+    )
+)
 _IDEMPOTENCY_KEY = OpenApiParameter(
     name="Idempotency-Key",
     location=OpenApiParameter.HEADER,
@@ -54,9 +58,6 @@ def _idempotency_key(request: Request) -> str | None:
 class QuestionListCreateApi(APIView):
     """POST asks a question (202 + the job); GET lists your jobs, newest first."""
 
-    def get_throttles(self) -> list[BaseThrottle]:
-        return [AskRateThrottle()] if self.request.method == "POST" else []
-
     @extend_schema(
         operation_id="questions_create",
         request=QuestionCreateInputSerializer,
@@ -67,7 +68,7 @@ class QuestionListCreateApi(APIView):
             401: _ERROR,
             415: _ERROR,
             422: _ERROR,
-            429: _ERROR,
+            429: _REFUSED,
         },
     )
     def post(self, request: Request) -> Response:
