@@ -71,3 +71,12 @@ def question_status_counts() -> dict[str, Any]:
             None if oldest is None else (timezone.now() - oldest).total_seconds()
         ),
     }
+
+
+def questions_cancelled_among(*, question_ids: list[Any]) -> set[Any]:
+    """Which of these jobs were cancelled (Stop) — one query for all of a worker's jobs."""
+    return set(
+        Question.objects.filter(pk__in=question_ids, status=Question.Status.CANCELLED).values_list(
+            "pk", flat=True
+        )
+    )

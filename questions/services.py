@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from opentelemetry import trace
 
@@ -110,31 +111,50 @@ def question_enqueue(*, question_id: object) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """The outcome of trying to claim a job: `question` if claimed, else its state (or None)."""
+    """The outcome of trying to claim a job: `question` if claimed, else its state (or None).
+
+    `retry_in`: for a job running under another worker's live claim, the seconds until that
+    claim lapses, on the database's clock.
+    """
 
     question: Question | None
     current: Question | None
+    retry_in: float = 0.0
 
 
 def question_claim(*, question_id: object, lease_seconds: float) -> Claim:
-    """Atomically take a queued job (or a running one whose claim expired) for this worker."""
-    now = timezone.now()
+    """Atomically take a queued job (or a running one whose claim expired) for this worker.
+
+    Leases are on the database's clock (`Now()`), never this process's: a worker whose clock is
+    off can neither take a job still leased to another nor keep one past its lease.
+    """
     claimed = (
         Question.objects.filter(pk=question_id)
-        .filter(Q(status=Status.QUEUED) | Q(status=Status.RUNNING, claim_expires_at__lt=now))
+        .filter(Q(status=Status.QUEUED) | Q(status=Status.RUNNING, claim_expires_at__lt=Now()))
         .update(
             status=Status.RUNNING,
             attempts=F("attempts") + 1,
-            started_at=now,
-            claim_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=Now(),
+            claim_expires_at=Now() + timedelta(seconds=lease_seconds),
         )
     )
-    question = Question.objects.filter(pk=question_id).first()
+    question = Question.objects.filter(pk=question_id).annotate(db_now=Now()).first()
     if not claimed or question is None:
-        return Claim(question=None, current=question)
+        retry_in = 0.0
+        if question is not None and question.claim_expires_at is not None:
+            retry_in = max((question.claim_expires_at - question.db_now).total_seconds(), 0.0)
+        return Claim(question=None, current=question, retry_in=retry_in)
     if question.enqueued_at is not None:
-        metrics.QUEUE_WAIT.observe(max((now - question.enqueued_at).total_seconds(), 0.0))
+        wait = (question.db_now - question.enqueued_at).total_seconds()
+        metrics.QUEUE_WAIT.observe(max(wait, 0.0))
     return Claim(question=question, current=None)
+
+
+def questions_extend_leases(*, question_ids: list[object], lease_seconds: float) -> int:
+    """The job side of the heartbeat: keep this worker's running jobs leased to it."""
+    return Question.objects.filter(pk__in=question_ids, status=Status.RUNNING).update(
+        claim_expires_at=Now() + timedelta(seconds=lease_seconds)
+    )
 
 
 def _finish(question: Question, status: str, **fields: object) -> bool:
@@ -165,7 +185,19 @@ def _finish(question: Question, status: str, **fields: object) -> bool:
     return True
 
 
-def question_succeed(*, question: Question, completion: Completion) -> bool:
+def clean_completion(completion: Completion) -> Completion:
+    """What PostgreSQL can store: no NUL characters, a model name that fits its column."""
+    max_model = Question._meta.get_field("model").max_length or 200
+    return Completion(
+        text=completion.text.replace("\x00", ""),
+        model=completion.model.replace("\x00", "")[:max_model],
+        prompt_tokens=max(completion.prompt_tokens, 0),
+        completion_tokens=max(completion.completion_tokens, 0),
+    )
+
+
+def question_succeed(*, question: Question, completion: Completion, cost: object = None) -> bool:
+    completion = clean_completion(completion)
     return _finish(
         question,
         Status.SUCCEEDED,
@@ -174,6 +206,7 @@ def question_succeed(*, question: Question, completion: Completion) -> bool:
         error="",
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
+        cost=cost,
     )
 
 
@@ -182,22 +215,47 @@ def question_fail(*, question: Question, error: str, model: str = "") -> bool:
 
 
 def question_release_for_retry(
-    *, question: Question, error: str, due_at: datetime | None = None
+    *, question: Question, error: str, retry_in: float | None = None, count_attempt: bool = True
 ) -> bool:
     """running → queued: this attempt failed in a way worth trying again.
 
-    `due_at` is when its message becomes visible again; it is stored as `enqueued_at` so that
-    requeue_jobs does not take a job waiting out its backoff (or Retry-After) for a stale one
-    and send it early.
+    `retry_in` is when its message becomes visible again; it is stored as `enqueued_at` (database
+    clock) so that requeue_jobs does not take a job waiting out its backoff (or Retry-After) for a
+    stale one and send it early. Without `count_attempt` (the provider's rate limit, not the
+    job's fault) the attempt is given back.
     """
     fields: dict[str, object] = {"status": Status.QUEUED, "error": error, "claim_expires_at": None}
-    if due_at is not None:
-        fields["enqueued_at"] = due_at
+    if retry_in is not None:
+        fields["enqueued_at"] = Now() + timedelta(seconds=retry_in)
+    if not count_attempt:
+        fields["attempts"] = F("attempts") - 1
     return bool(
         Question.objects.filter(
             pk=question.pk, status=Status.RUNNING, attempts=question.attempts
         ).update(**fields)
     )
+
+
+def question_store_cancelled(*, question: Question, completion: Completion) -> bool:
+    """Keep what a stopped job was given before its call was cut off (fenced on the cancelled
+    status and this attempt, so a job cancelled and then retried is not overwritten)."""
+    completion = clean_completion(completion)
+    fields: dict[str, object] = {
+        "answer": completion.text,
+        "model": completion.model,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "claim_expires_at": None,
+    }
+    updated = Question.objects.filter(
+        pk=question.pk, status=Status.CANCELLED, attempts=question.attempts
+    ).update(**fields)
+    if not updated:
+        return False
+    question.refresh_from_db()
+    metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
+    job_cache_set(question)
+    return True
 
 
 def question_retry(*, question: Question) -> bool:

@@ -47,7 +47,7 @@ def sqs_calls(operation: str) -> Iterator[list[dict[str, Any]]]:
 
 
 def make_worker(queues: Any, **options: Any) -> Worker:
-    defaults: dict[str, Any] = {"wait_time": 1, "visibility_timeout": 10, "requeue_interval": 0}
+    defaults: dict[str, Any] = {"wait_time": 1, "visibility_timeout": 10}
     return Worker(queue_name=queues.name, dlq_name=queues.dlq_name, **(defaults | options))
 
 

@@ -1,15 +1,21 @@
 """The one LLM client: OpenAI (or any OpenAI-compatible server), or the offline demo model.
 
 `get_llm_client()` picks from settings: with `OPENAI_API_KEY` or `OPENAI_BASE_URL` set, the real
-`openai` client; with neither, `DemoLLMClient`, whose answers say plainly they are not from an LLM
-(like Django's console e-mail backend). Retries are the worker's job, so the client never retries.
+`openai` client (asynchronous, streaming); with neither, `DemoLLMClient`, whose answers say
+plainly they are not from an LLM (like Django's console e-mail backend). Retries are the worker's
+job, so the client never retries.
+
+Both stream: each piece of text goes to `on_text` as it arrives and into `progress`, so a call cut
+off (Stop) still leaves the text written so far and an estimate of the tokens it used.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import openai
@@ -32,14 +38,49 @@ class Completion:
     completion_tokens: int
 
 
+@dataclass(slots=True)
+class Progress:
+    """What the model has sent so far; read after a call that was cut off."""
+
+    parts: list[str] = field(default_factory=list)
+    model: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def partial(self, question: str, default_model: str) -> Completion:
+        """The text so far; tokens as reported, else estimated (≈ 4 characters a token, one a
+        streamed piece), since a provider reports usage only in its last chunk."""
+        text = "".join(self.parts)
+        return Completion(
+            text=text,
+            model=self.model or default_model,
+            prompt_tokens=self.prompt_tokens
+            if self.prompt_tokens is not None
+            else estimate_tokens(question),
+            completion_tokens=self.completion_tokens
+            if self.completion_tokens is not None
+            else len(self.parts),
+        )
+
+
+def estimate_tokens(text: str) -> int:
+    return max(len(text) // 4, 1)
+
+
+TextSink = Callable[[str], None]
+
+
 class LLMClient(Protocol):
     model: str
 
-    def complete(self, question: str) -> Completion: ...
+    async def complete(
+        self, question: str, *, user: str, progress: Progress, on_text: TextSink
+    ) -> Completion: ...
 
 
 class OpenAIClient:
-    """Chat Completions through the official client; `base_url` reaches Ollama, vLLM, etc."""
+    """Streamed Chat Completions through the official async client (`base_url` reaches Ollama,
+    vLLM, LiteLLM...). One client per process: its connection pool is shared by every call."""
 
     system = "openai"
 
@@ -47,7 +88,7 @@ class OpenAIClient:
         self, *, api_key: str | None, base_url: str | None, model: str, timeout: float
     ) -> None:
         self.model = model
-        self._client = openai.OpenAI(
+        self._client = openai.AsyncOpenAI(
             # A local OpenAI-compatible server needs no key, but the client insists on one.
             api_key=api_key or "not-needed",
             base_url=base_url,
@@ -55,49 +96,64 @@ class OpenAIClient:
             max_retries=0,
         )
 
-    def complete(self, question: str) -> Completion:
+    async def complete(
+        self, question: str, *, user: str, progress: Progress, on_text: TextSink
+    ) -> Completion:
         with tracer.start_as_current_span(f"chat {self.model}", kind=SpanKind.CLIENT) as span:
             span.set_attribute("gen_ai.system", self.system)
             span.set_attribute("gen_ai.operation.name", "chat")
             span.set_attribute("gen_ai.request.model", self.model)
             started = time.perf_counter()
             try:
-                response = self._client.chat.completions.create(
+                stream = await self._client.chat.completions.create(
                     model=self.model,
                     messages=[
                         {"role": "system", "content": settings.OPENAI_SYSTEM_PROMPT},
                         {"role": "user", "content": question},
                     ],
+                    max_completion_tokens=settings.OPENAI_MAX_COMPLETION_TOKENS,
+                    user=user,
+                    stream=True,
+                    stream_options={"include_usage": True},
                 )
-            except Exception as exc:
+                # Leaving the block (also when the task is cancelled) closes the connection.
+                async with stream:
+                    async for chunk in stream:
+                        if chunk.usage is not None:
+                            progress.prompt_tokens = chunk.usage.prompt_tokens
+                            progress.completion_tokens = chunk.usage.completion_tokens
+                        if chunk.model:
+                            progress.model = chunk.model
+                        if chunk.choices:
+                            text = chunk.choices[0].delta.content
+                            if text:
+                                progress.parts.append(text)
+                                on_text(text)
+            except BaseException as exc:
                 LLM_LATENCY.labels(outcome="error").observe(time.perf_counter() - started)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", type(exc).__name__)
                 raise
             LLM_LATENCY.labels(outcome="ok").observe(time.perf_counter() - started)
-            usage = response.usage
-            prompt_tokens = usage.prompt_tokens if usage else 0
-            completion_tokens = usage.completion_tokens if usage else 0
-            span.set_attribute("gen_ai.response.model", response.model)
-            span.set_attribute("gen_ai.usage.input_tokens", prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", completion_tokens)
-        LLM_TOKENS.labels(kind="prompt").inc(prompt_tokens)
-        LLM_TOKENS.labels(kind="completion").inc(completion_tokens)
-        text = response.choices[0].message.content if response.choices else None
-        return Completion(
-            text=text or "",
-            model=response.model or self.model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
+            completion = progress.partial(question, self.model)
+            span.set_attribute("gen_ai.response.model", completion.model)
+            span.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", completion.completion_tokens)
+        LLM_TOKENS.labels(kind="prompt").inc(completion.prompt_tokens)
+        LLM_TOKENS.labels(kind="completion").inc(completion.completion_tokens)
+        return completion
 
 
 class DemoLLMClient:
-    """Offline stand-in used when no LLM is configured: no network, no cost, says so."""
+    """Offline stand-in used when no LLM is configured: no network, no cost, says so. It streams
+    word by word, slowly enough that `make run` shows an answer being written."""
 
     model = DEMO_MODEL
+    word_delay = 0.04
 
-    def complete(self, question: str) -> Completion:
+    async def complete(
+        self, question: str, *, user: str, progress: Progress, on_text: TextSink
+    ) -> Completion:
         with tracer.start_as_current_span("chat demo", kind=SpanKind.CLIENT) as span:
             span.set_attribute("gen_ai.system", "demo")
             span.set_attribute("gen_ai.request.model", self.model)
@@ -107,39 +163,45 @@ class DemoLLMClient:
                 "as Ollama or vLLM) to get real answers.\n\n"
                 f"You asked {len(question.split())} words: _{question[:200]}_"
             )
-            prompt_tokens = len(question.split())
-            completion_tokens = len(text.split())
-            span.set_attribute("gen_ai.usage.input_tokens", prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", completion_tokens)
-        LLM_TOKENS.labels(kind="prompt").inc(prompt_tokens)
-        LLM_TOKENS.labels(kind="completion").inc(completion_tokens)
-        return Completion(
-            text=text,
-            model=self.model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
+            progress.model = self.model
+            for index, word in enumerate(text.split(" ")):
+                piece = word if index == 0 else f" {word}"
+                progress.parts.append(piece)
+                on_text(piece)
+                await asyncio.sleep(self.word_delay)
+            progress.prompt_tokens = len(question.split())
+            progress.completion_tokens = len(text.split())
+            span.set_attribute("gen_ai.usage.input_tokens", progress.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", progress.completion_tokens)
+        LLM_TOKENS.labels(kind="prompt").inc(progress.prompt_tokens)
+        LLM_TOKENS.labels(kind="completion").inc(progress.completion_tokens)
+        return progress.partial(question, self.model)
 
 
 _client_lock = threading.Lock()
 _client: LLMClient | None = None
+_client_loop: asyncio.AbstractEventLoop | None = None
 
 
 def get_llm_client() -> LLMClient:
-    """The process-wide client, built once from settings (thread-safe)."""
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                _client = _build_client()
-    return _client
+    """The client of the running event loop, built once from settings: its connection pool
+    belongs to that loop (a worker has one; a test may start several one after the other)."""
+    global _client, _client_loop
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    with _client_lock:
+        if _client is None or (loop is not None and loop is not _client_loop):
+            _client, _client_loop = _build_client(), loop
+        return _client
 
 
 def reset_llm_client() -> None:
     """Forget the client so the next call rebuilds it from (changed) settings."""
-    global _client
+    global _client, _client_loop
     with _client_lock:
-        _client = None
+        _client, _client_loop = None, None
 
 
 def llm_is_demo() -> bool:

@@ -26,7 +26,7 @@ def sqs_queue_name(task_queue_name: str) -> str:
 
 class SQSTaskBackend(BaseTaskBackend):
     supports_defer = False
-    supports_async_task = False
+    supports_async_task = True
     supports_get_result = False
     supports_priority = False
 

@@ -12,6 +12,7 @@ from config.telemetry import configure_telemetry
 from questions.management.commands._options import int_range, non_negative_float
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
 from questions.tasks import DEFAULT_MAX_ATTEMPTS
+from questions.worker_chores import queue_depth_chore, requeue_chore
 
 logger = logging.getLogger("questions.worker")
 
@@ -30,7 +31,7 @@ class Command(BaseCommand):
             "--concurrency",
             type=int_range(1, 512),
             default=4,
-            help="Jobs in flight at once, each on its own thread (default: %(default)s).",
+            help="Jobs in flight at once, as coroutines on one event loop (default: %(default)s).",
         )
         parser.add_argument(
             "--batch-size",
@@ -99,7 +100,10 @@ class Command(BaseCommand):
             max_attempts=options["max_attempts"],
             burst=options["burst"],
             shutdown_timeout=options["shutdown_timeout"],
-            requeue_interval=options["requeue_interval"],
+            chores=[
+                requeue_chore(options["requeue_interval"]),
+                queue_depth_chore(options["queue"]),
+            ],
         )
         previous = worker.install_signal_handlers()
         try:
