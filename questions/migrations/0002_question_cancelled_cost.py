@@ -4,29 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("questions", "0001_initial"),
+        ('questions', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="question",
-            name="cost",
+            model_name='question',
+            name='cost',
             field=models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True),
         ),
         migrations.AlterField(
-            model_name="question",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("queued", "Queued"),
-                    ("running", "Running"),
-                    ("succeeded", "Succeeded"),
-                    ("failed", "Failed"),
-                    ("cancelled", "Cancelled"),
-                ],
-                default="queued",
-                max_length=16,
-            ),
+            model_name='question',
+            name='status',
+            field=models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=16),
         ),
     ]
