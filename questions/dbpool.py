@@ -2,8 +2,9 @@
 
 Jobs run as coroutines; every ORM call they make goes through `run_db`, onto one of
 `QUESTIONS_WORKER_DB_THREADS` threads. So however many jobs are in flight, the process holds at
-most that many PostgreSQL connections (Django's connections are per thread, kept `CONN_MAX_AGE`),
-and none is held by a job while its LLM call runs. It works the same on SQLite (`make run`).
+most that many PostgreSQL connections (Django's connections are per thread, and each thread
+keeps its own open), and none is held by a job while its LLM call runs. It works the same on
+SQLite (`make run`).
 A connection that broke (PostgreSQL restarted, a proxy dropped it) is closed after its first
 error, so the next call on that thread opens a fresh one.
 """
@@ -11,6 +12,7 @@ error, so the next call on that thread opens a fresh one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import Callable
@@ -19,11 +21,13 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.utils import InterfaceError, OperationalError
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
+_opened: list[Any] = []  # each pool thread's connection wrapper
+_thread = threading.local()
 
 
 def db_executor() -> ThreadPoolExecutor:
@@ -38,13 +42,17 @@ def db_executor() -> ThreadPoolExecutor:
 
 
 def _in_db_thread[T](call: Callable[[], T]) -> T:
+    # Each thread keeps its connection between calls whatever CONN_MAX_AGE says: the threads
+    # are the pool. Only a connection that broke is closed, so the next call reconnects.
+    if not getattr(_thread, "registered", False):
+        _thread.registered = True
+        with _lock:
+            _opened.append(connections[DEFAULT_DB_ALIAS])
     try:
         return call()
     except (OperationalError, InterfaceError):
-        connection.close()  # broken: the next call on this thread reconnects
+        connection.close()
         raise
-    finally:
-        close_old_connections()
 
 
 async def run_db[T](function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -60,3 +68,21 @@ async def run_db[T](function: Callable[..., T], /, *args: Any, **kwargs: Any) ->
 def run_db_sync[T](function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """`run_db` for plain threads (the worker's chores): same pool, same connection bound."""
     return db_executor().submit(_in_db_thread, partial(function, *args, **kwargs)).result()
+
+
+def shutdown_db_pool() -> None:
+    """Close the pool's connections and threads (the worker's exit; tests between runs)."""
+    global _executor
+    with _lock:
+        executor, _executor = _executor, None
+        wrappers = list(_opened)
+        _opened.clear()
+    if executor is not None:
+        executor.shutdown(wait=True, cancel_futures=True)
+    for wrapper in wrappers:
+        # The threads are gone: close what they left open, bypassing the thread check.
+        raw = wrapper.connection
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw.close()
+            wrapper.connection = None

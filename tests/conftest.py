@@ -18,6 +18,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from questions import cache as job_cache
+from questions.dbpool import shutdown_db_pool
 from questions.llm.client import reset_llm_client
 from questions.sqs.client import get_sqs_client, reset_sqs_client
 from questions.sqs.queues import queue_depth, queues_create
@@ -135,6 +136,13 @@ def _clean_cache_state() -> Iterator[None]:
         cache.clear()
     yield
     job_cache.reset_breaker()
+
+
+@pytest.fixture(autouse=True)
+def _close_worker_db_pool() -> Iterator[None]:
+    """An in-process worker's database threads keep their connections: close them after."""
+    yield
+    shutdown_db_pool()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from prometheus_client import start_http_server
 
 from config.telemetry import configure_telemetry
+from questions.dbpool import shutdown_db_pool
 from questions.management.commands._options import int_range, non_negative_float
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
 from questions.tasks import DEFAULT_MAX_ATTEMPTS
@@ -110,6 +111,8 @@ class Command(BaseCommand):
             finished = worker.run()
         finally:
             restore_signal_handlers(previous)
+        if finished:
+            shutdown_db_pool()
         if not finished:
             # Job threads outlived the grace period; their messages were given back to SQS and
             # their claims expire on their own. Do not wait for them.
