@@ -117,8 +117,9 @@ class Consumer:
         metrics.SQS_MESSAGES.labels(action="given_back").inc(len(handles))
         logger.info(f"Gave back {len(handles)} unstarted messages.")
 
-    def retry_later(self, handle: str, delay: float) -> None:
+    def retry_later(self, handle: str, delay: float, reason: str = "") -> None:
         seconds = min(max(math.ceil(delay), 0), MAX_VISIBILITY_SECONDS)
+        logger.info("message to be delivered again", extra={"delay": seconds, "reason": reason})
         get_sqs_client().change_message_visibility(
             QueueUrl=self.queue_url, ReceiptHandle=handle, VisibilityTimeout=seconds
         )

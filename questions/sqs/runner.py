@@ -202,7 +202,7 @@ class Runner(Upkeep):
             if self._abandoned:
                 return  # given back at the end of the grace period
             if outcome.kind == "retry":
-                await self._sqs(self.consumer.retry_later, handle, outcome.delay)
+                await self._sqs(self.consumer.retry_later, handle, outcome.delay, outcome.reason)
             elif outcome.kind == "ack" or await self._sqs(
                 self.consumer.dead_letter, message, outcome.reason
             ):
