@@ -65,7 +65,7 @@ def _queue_name(kind: str, latency: float, concurrency: int) -> str:
 def _start_consumer(ctx: Ctx, kind: str, queue: str, queue_url: str, concurrency: int) -> Process:
     rig = ctx.rig
     if kind == "worker":
-        argv = [sys.executable, "manage.py", "run_sqs_worker", "--queue", queue]
+        argv = [sys.executable, "manage.py", "run_sqs_worker", "--processes", "1", "--queue", queue]
         argv += ["--dlq", f"{queue}-dlq", "--concurrency", str(concurrency)]
         return rig.start(f"{queue}", argv, ready="consuming")
     if kind == "seed":

@@ -183,7 +183,14 @@ def run_worker(queues: Queues) -> Callable[..., None]:
     """Run the worker in-process until the queue is drained (--burst). It logs, not prints."""
 
     def run(*extra: str) -> None:
-        call_command("run_sqs_worker", "--burst", "--wait-time=1", "--requeue-interval=0", *extra)
+        call_command(
+            "run_sqs_worker",
+            "--processes=1",
+            "--burst",
+            "--wait-time=1",
+            "--requeue-interval=0",
+            *extra,
+        )
 
     return run
 
@@ -203,7 +210,7 @@ def worker_process(queues: Queues, artifacts: Path) -> Iterator[Callable[..., Wo
 
     def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
         process = WorkerProcess(
-            ["--wait-time=1", *args],
+            ["--processes=1", "--wait-time=1", *args],
             env=child_env(**(env or {})),
             log_path=artifacts / f"worker-{len(started)}.log",
         )

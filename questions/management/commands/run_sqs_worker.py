@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from questions.management.commands._options import int_range, non_negative_float
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
 from questions.tasks import DEFAULT_MAX_ATTEMPTS
 from questions.worker_chores import queue_depth_chore, requeue_chore
+from questions.worker_supervisor import Supervisor, child_command
 
 logger = logging.getLogger("questions.worker")
 
@@ -78,6 +80,13 @@ class Command(BaseCommand):
             "(default: %(default)s).",
         )
         parser.add_argument(
+            "--processes",
+            type=int_range(1, 64),
+            default=os.cpu_count() or 1,
+            help="Worker processes, each with --concurrency jobs in flight, under one supervisor "
+            "that restarts a child that died (default: one per core, %(default)s).",
+        )
+        parser.add_argument(
             "--metrics-port",
             type=int_range(0, 65535),
             default=None,
@@ -85,6 +94,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["processes"] > 1:
+            supervisor = Supervisor(
+                child_argv=child_command(sys.argv),
+                processes=options["processes"],
+                metrics_port=options["metrics_port"],
+            )
+            code = supervisor.run()
+            if code:
+                raise SystemExit(code)
+            return
         configure_telemetry("questions-worker")
         if options["metrics_port"] is not None:
             start_http_server(
