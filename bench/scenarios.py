@@ -114,7 +114,11 @@ def throughput_cell(
         _start_consumer(ctx, kind, queue, queue_url, concurrency) for _ in range(processes)
     ]
     consumer = consumers[0]
-    profiler = _profile(ctx, consumer.pid, queue) if ctx.profile else None
+    profiler = (
+        _profile(ctx, consumer.pid, queue, idle=os.environ.get("BENCH_PROFILE_IDLE") != "0")
+        if ctx.profile
+        else None
+    )
     try:
         done_at = jobs.wait_finished(
             count,

@@ -12,12 +12,14 @@ off (Stop) still leaves the text written so far and an estimate of the tokens it
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+import httpx2
 import openai
 from django.conf import settings
 from opentelemetry import trace
@@ -79,8 +81,12 @@ class LLMClient(Protocol):
 
 
 class OpenAIClient:
-    """Streamed Chat Completions through the official async client (`base_url` reaches Ollama,
-    vLLM, LiteLLM...). One client per process: its connection pool is shared by every call."""
+    """Streamed Chat Completions on the wire the official client speaks (`base_url` reaches
+    Ollama, vLLM, LiteLLM...). One client per event loop: its connection pool is shared by every
+    call. The request goes out through the official client's own HTTP client and its errors are
+    the official ones (so `classify_llm_error` reads them), but the stream is parsed here, taking
+    only the text, the model and the usage: the SDK's per-chunk models cost more CPU than the
+    rest of a job at hundreds of calls in flight."""
 
     system = "openai"
 
@@ -88,13 +94,35 @@ class OpenAIClient:
         self, *, api_key: str | None, base_url: str | None, model: str, timeout: float
     ) -> None:
         self.model = model
-        self._client = openai.AsyncOpenAI(
+        self._sdk = openai.AsyncOpenAI(
             # A local OpenAI-compatible server needs no key, but the client insists on one.
             api_key=api_key or "not-needed",
             base_url=base_url,
             timeout=timeout,
             max_retries=0,
         )
+        self._url = f"{str(self._sdk.base_url).rstrip('/')}/chat/completions"
+        self._headers = {
+            "Authorization": f"Bearer {self._sdk.api_key}",
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "User-Agent": self._sdk.user_agent,
+        }
+
+    def _body(self, question: str, user: str) -> bytes:
+        return json.dumps(
+            {
+                "model": self.model,
+                "messages": [
+                    {"role": "system", "content": settings.OPENAI_SYSTEM_PROMPT},
+                    {"role": "user", "content": question},
+                ],
+                "max_completion_tokens": settings.OPENAI_MAX_COMPLETION_TOKENS,
+                "user": user,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+        ).encode()
 
     async def complete(
         self, question: str, *, user: str, progress: Progress, on_text: TextSink
@@ -105,30 +133,7 @@ class OpenAIClient:
             span.set_attribute("gen_ai.request.model", self.model)
             started = time.perf_counter()
             try:
-                stream = await self._client.chat.completions.create(
-                    model=self.model,
-                    messages=[
-                        {"role": "system", "content": settings.OPENAI_SYSTEM_PROMPT},
-                        {"role": "user", "content": question},
-                    ],
-                    max_completion_tokens=settings.OPENAI_MAX_COMPLETION_TOKENS,
-                    user=user,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                )
-                # Leaving the block (also when the task is cancelled) closes the connection.
-                async with stream:
-                    async for chunk in stream:
-                        if chunk.usage is not None:
-                            progress.prompt_tokens = chunk.usage.prompt_tokens
-                            progress.completion_tokens = chunk.usage.completion_tokens
-                        if chunk.model:
-                            progress.model = chunk.model
-                        if chunk.choices:
-                            text = chunk.choices[0].delta.content
-                            if text:
-                                progress.parts.append(text)
-                                on_text(text)
+                await self._stream(self._body(question, user), progress, on_text)
             except BaseException as exc:
                 LLM_LATENCY.labels(outcome="error").observe(time.perf_counter() - started)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -142,6 +147,44 @@ class OpenAIClient:
         LLM_TOKENS.labels(kind="prompt").inc(completion.prompt_tokens)
         LLM_TOKENS.labels(kind="completion").inc(completion.completion_tokens)
         return completion
+
+    async def _stream(self, body: bytes, progress: Progress, on_text: TextSink) -> None:
+        http = self._sdk._client
+        request = http.build_request("POST", self._url, content=body, headers=self._headers)
+        try:
+            # Leaving the block (also when the task is cancelled) closes the connection.
+            response = await http.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._sdk._make_status_error_from_response(response)
+                # Read to the end (past "[DONE]"), so the connection goes back to the pool.
+                async for line in response.aiter_lines():
+                    if line.startswith("data:") and (data := line[5:].strip()) != "[DONE]":
+                        _take(json.loads(data), progress, on_text)
+            finally:
+                await response.aclose()
+        except httpx2.TimeoutException as exc:
+            raise openai.APITimeoutError(request=request) from exc
+        except httpx2.TransportError as exc:
+            raise openai.APIConnectionError(request=request) from exc
+
+
+def _take(chunk: dict[str, Any], progress: Progress, on_text: TextSink) -> None:
+    if "error" in chunk:
+        raise openai.APIError(str(chunk["error"])[:200], request=None, body=chunk)  # type: ignore[arg-type]
+    usage = chunk.get("usage")
+    if usage:
+        progress.prompt_tokens = usage.get("prompt_tokens")
+        progress.completion_tokens = usage.get("completion_tokens")
+    if chunk.get("model"):
+        progress.model = chunk["model"]
+    choices = chunk.get("choices")
+    if choices:
+        text = (choices[0].get("delta") or {}).get("content")
+        if text:
+            progress.parts.append(text)
+            on_text(text)
 
 
 class DemoLLMClient:
