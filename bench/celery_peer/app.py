@@ -22,7 +22,7 @@ django.setup()
 
 from celery import Celery  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import close_old_connections  # noqa: E402
+from django.db import close_old_connections, connection  # noqa: E402
 
 from questions.llm.client import Completion  # noqa: E402
 from questions.services import question_claim, question_succeed  # noqa: E402
@@ -62,6 +62,9 @@ def answer_question(job_id: str) -> str:
         claim = question_claim(question_id=uuid.UUID(job_id), lease_seconds=lease)
         if claim.question is None:
             return "not claimed"
+        # No connection held through the LLM call, or C = 256 threads would hold 256 of
+        # PostgreSQL's 100 (the failure issue 9 measured): reconnect for the store instead.
+        connection.close()
         completion = _complete(claim.question.text)
         question_succeed(question=claim.question, completion=completion)
         return "succeeded"
