@@ -1,7 +1,7 @@
 """The worker's Redis writes for one job: its live answer stream and the stash of a paid answer.
 
 Both are best-effort and guarded by one small breaker: when Redis fails, the failure is logged
-once, and Redis is not tried again for a few seconds, so a dead Redis costs the live view, never
+once, and Redis is not tried again for a second, so a dead Redis costs the live view, never
 the job, and not a timeout per chunk.
 
 - `LiveAnswer` appends the answer to the job's stream (questions.streams) as it grows, pieces
@@ -29,7 +29,7 @@ from questions.streams import Kind, async_redis, stream_append, stream_key
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
-_BREAKER_SECONDS = 5.0
+_BREAKER_SECONDS = 1.0
 _STASH_TTL = 7 * 24 * 3600
 _down_until = 0.0
 _outage_logged = False
@@ -73,16 +73,17 @@ def _succeeded() -> None:
         logger.info("Redis available again: answers are streamed live")
 
 
-async def _append(job_id: object, entries: Sequence[tuple[Kind, str]]) -> None:
+async def _append(job_id: object, entries: Sequence[tuple[Kind, str]]) -> bool:
     if not _available():
-        return
+        return False
     try:
         async with _gate():
             await stream_append(job_id, entries)
     except Exception as exc:
         _failed(exc)
-    else:
-        _succeeded()
+        return False
+    _succeeded()
+    return True
 
 
 class LiveAnswer:
@@ -107,7 +108,10 @@ class LiveAnswer:
                 text = "".join(self._pending)
                 self._pending.clear()
                 self._flushed_at = time.monotonic()
-                await _append(self.job_id, [("delta", text)])
+                if not await _append(self.job_id, [("delta", text)]):
+                    # Kept for the next flush: a reader gets the whole text once Redis is back.
+                    self._pending.insert(0, text)
+                    return
         finally:
             self._flushing = None
 

@@ -15,6 +15,8 @@ import hmac
 import inspect
 import logging
 import uuid
+import weakref
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.db.utils import DataError, InterfaceError, OperationalError
@@ -23,6 +25,7 @@ from opentelemetry import trace
 from config.logging import bind_job_id
 from questions import metrics
 from questions.answer_stream import LiveAnswer, stash_get, stash_put
+from questions.coalesce import Coalescer
 from questions.dbpool import run_db
 from questions.inflight import in_flight
 from questions.llm.client import Completion, LLMClient, Progress, estimate_tokens, get_llm_client
@@ -31,11 +34,11 @@ from questions.llm.limits import completion_cost, get_rate_limiter
 from questions.models import Question
 from questions.services import (
     Claim,
-    question_claim,
     question_fail,
     question_release_for_retry,
     question_store_cancelled,
     question_succeed,
+    questions_claim,
 )
 from questions.sqs.backoff import CONNECTION_BACKOFF, JOB_BACKOFF
 from questions.sqs.exceptions import DeadLetter, RetryLater
@@ -57,7 +60,7 @@ async def question_answer(*, job_id: str, max_attempts: int) -> str:
     with bind_job_id(job_id):
         trace.get_current_span().set_attribute("questions.job_id", job_id)
         lease = settings.OPENAI_TIMEOUT + settings.QUESTIONS_CLAIM_MARGIN
-        claim = await run_db(question_claim, question_id=question_id, lease_seconds=lease)
+        claim = await _claimer(lease)(question_id)
         if claim.question is None:
             return _not_claimed(claim, job_id)
         question = claim.question
@@ -203,6 +206,24 @@ async def _fail(
     await run_db(question_fail, question=question, error=error, model=model)
     await live.finish(Status.FAILED, drop_stash=drop_stash)
     return Status.FAILED
+
+
+_claimers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer[uuid.UUID, Claim]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _claimer(lease: float) -> Coalescer[uuid.UUID, Claim]:
+    """The jobs of one receive batch start together: their claims go as one statement."""
+    loop = asyncio.get_running_loop()
+    claimer = _claimers.get(loop)
+    if claimer is None:
+
+        async def claim_batch(ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Claim]:
+            return await run_db(questions_claim, question_ids=ids, lease_seconds=lease)
+
+        claimer = _claimers[loop] = Coalescer(claim_batch)
+    return claimer
 
 
 def _not_claimed(claim: Claim, job_id: str) -> str:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.contrib.postgres.functions import TransactionNow
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -148,6 +150,43 @@ def question_claim(*, question_id: object, lease_seconds: float) -> Claim:
         wait = (question.db_now - question.enqueued_at).total_seconds()
         metrics.QUEUE_WAIT.observe(max(wait, 0.0))
     return Claim(question=question, current=None)
+
+
+def questions_claim(*, question_ids: Sequence[object], lease_seconds: float) -> dict[Any, Claim]:
+    """`question_claim` for a batch (a receive batch's jobs): one UPDATE and one SELECT in one
+    transaction, whose `Now()` is then one instant, so the rows this UPDATE claimed are the ones
+    whose `started_at` equals it. On SQLite (no transaction-wide clock) one job at a time."""
+    ids = list(dict.fromkeys(question_ids))
+    if connection.vendor != "postgresql":
+        return {pk: question_claim(question_id=pk, lease_seconds=lease_seconds) for pk in ids}
+    with transaction.atomic():
+        Question.objects.filter(pk__in=ids).filter(
+            Q(status=Status.QUEUED) | Q(status=Status.RUNNING, claim_expires_at__lt=Now())
+        ).update(
+            status=Status.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=TransactionNow(),
+            claim_expires_at=TransactionNow() + timedelta(seconds=lease_seconds),
+        )
+        rows = {
+            q.pk: q for q in Question.objects.filter(pk__in=ids).annotate(db_now=TransactionNow())
+        }
+    claims: dict[Any, Claim] = {}
+    for pk in ids:
+        question = rows.get(pk)
+        if question is None:
+            claims[pk] = Claim(question=None, current=None)
+        elif question.status == Status.RUNNING and question.started_at == question.db_now:
+            if question.enqueued_at is not None:
+                wait = (question.db_now - question.enqueued_at).total_seconds()
+                metrics.QUEUE_WAIT.observe(max(wait, 0.0))
+            claims[pk] = Claim(question=question, current=None)
+        else:
+            retry_in = 0.0
+            if question.claim_expires_at is not None:
+                retry_in = max((question.claim_expires_at - question.db_now).total_seconds(), 0.0)
+            claims[pk] = Claim(question=None, current=question, retry_in=retry_in)
+    return claims
 
 
 def questions_extend_leases(*, question_ids: list[object], lease_seconds: float) -> int:

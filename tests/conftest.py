@@ -133,7 +133,9 @@ def _clean_cache_state() -> Iterator[None]:
     """Each test starts with an empty Redis test database and a closed cache breaker."""
     job_cache.reset_breaker()
     with contextlib.suppress(Exception):  # a test that takes Redis down restores it itself
-        cache.clear()
+        # This run's keys only: clear() is FLUSHDB, which would wipe the keys (job streams
+        # included) of every other test run sharing the Redis database.
+        cache.delete_pattern("*")
     yield
     job_cache.reset_breaker()
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from django.db.models.functions import Now
-from django_redis import get_redis_connection
 
 from questions.answering import opaque_user_id
 from questions.models import Question
@@ -22,8 +22,14 @@ WORDS = [f"word{i}" for i in range(20)]
 ANSWER = " ".join(WORDS)
 
 
+# A Redis database of these tests' own: other test runs on this machine flush the shared one
+# (FLUSHDB) while a stream is being written. Keys are per job, so nothing here collides.
+REDIS = "redis://127.0.0.1:6379/12"
+ENV = {"REDIS_URL": REDIS}
+
+
 def entries(question: Question) -> list[tuple[str, str]]:
-    raw = get_redis_connection("default").xrange(stream_key(question.pk))
+    raw = redis.Redis.from_url(REDIS).xrange(stream_key(question.pk))
     return [
         (kind.decode(), value.decode()) for _id, fields in raw for kind, value in fields.items()
     ]
@@ -39,7 +45,7 @@ def test_the_answer_streams_into_redis_while_the_llm_writes_it(
     fake_llm.configure(answer=ANSWER, stream_interval=0.1)  # two seconds of writing
     question, _ = question_create(owner=user, text="Stream it?")
 
-    worker = worker_process("--visibility-timeout=5", "--burst")
+    worker = worker_process("--visibility-timeout=5", "--burst", env=ENV)
     # Part of the answer is readable while the call is still running.
     wait_until(
         lambda: 0 < len(text_of(entries(question))) < len(ANSWER) and fake_llm.in_flight == 1,
@@ -69,7 +75,7 @@ def test_stop_cuts_a_running_call_off_within_a_second_keeping_the_partial_answer
     fake_llm.configure(answer=ANSWER, stream_interval=0.5)  # ten seconds of writing
     question, _ = question_create(owner=user, text="Stop me?")
 
-    worker = worker_process("--visibility-timeout=5")
+    worker = worker_process("--visibility-timeout=5", env=ENV)
     wait_until(lambda: text_of(entries(question)), timeout=20, what="the first words in the stream")
     cancelled_at = time.monotonic()
     Question.objects.filter(pk=question.pk).update(status="cancelled", finished_at=Now())
@@ -95,7 +101,7 @@ def test_a_job_cancelled_while_queued_is_never_sent_to_the_llm(
     question, _ = question_create(owner=user, text="Never mind?")
     Question.objects.filter(pk=question.pk).update(status="cancelled", finished_at=Now())
 
-    worker = worker_process("--visibility-timeout=5", "--burst")
+    worker = worker_process("--visibility-timeout=5", "--burst", env=ENV)
     assert worker.wait(timeout=30) == 0, worker.output
 
     assert fake_llm.calls == 0
@@ -110,7 +116,9 @@ def test_the_demo_model_streams_word_by_word_and_says_it_is_not_an_llm(
     question, _ = question_create(owner=user, text="Who are you?")
 
     worker = worker_process(
-        "--visibility-timeout=5", "--burst", env={"OPENAI_BASE_URL": "", "OPENAI_API_KEY": ""}
+        "--visibility-timeout=5",
+        "--burst",
+        env={**ENV, "OPENAI_BASE_URL": "", "OPENAI_API_KEY": ""},
     )
     assert worker.wait(timeout=30) == 0, worker.output
 
