@@ -111,6 +111,26 @@ def question_enqueue(*, question_id: object) -> bool:
     return True
 
 
+def questions_enqueue(*, question_ids: Sequence[object]) -> list[object]:
+    """`question_enqueue` for many jobs, 10 per SendMessageBatch; returns the ids not sent
+    (left queued and marked unsent, for the next sweep)."""
+    from questions.tasks import answer_question
+
+    if not question_ids:
+        return []
+    backend = answer_question.get_backend()
+    sent = backend.enqueue_many(answer_question, [{"job_id": str(pk)} for pk in question_ids])
+    unsent = [pk for pk, ok in zip(question_ids, sent, strict=True) if not ok]
+    if unsent:
+        metrics.ENQUEUE_FAILURES.inc(len(unsent))
+        logger.warning("could not enqueue %d jobs; they stay queued", len(unsent))
+        try:
+            Question.objects.filter(pk__in=unsent, status=Status.QUEUED).update(enqueued_at=None)
+        except DatabaseError:
+            logger.warning("could not mark %d jobs unsent", len(unsent))
+    return unsent
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """The outcome of trying to claim a job: `question` if claimed, else its state (or None).
@@ -351,21 +371,21 @@ def questions_requeue(
         ("expired_claims", Q(status=Status.RUNNING, claim_expires_at__lt=sent_before)),
     ]
     for reason, condition in categories:
-        ids = list(
-            Question.objects.filter(condition)
-            .order_by("created_at")
-            .values_list("pk", flat=True)[:limit]
-        )
-        for question_id in ids:
-            still_stale = Question.objects.filter(condition, pk=question_id).update(
+        # Locked, then marked in one UPDATE: a worker claiming one of them meanwhile waits, and
+        # rows another sweep holds are skipped rather than sent twice.
+        with transaction.atomic():
+            ids = list(
+                Question.objects.select_for_update(skip_locked=True)
+                .filter(condition)
+                .order_by("created_at")
+                .values_list("pk", flat=True)[:limit]
+            )
+            Question.objects.filter(pk__in=ids).update(
                 status=Status.QUEUED, claim_expires_at=None, enqueued_at=timezone.now()
             )
-            if not still_stale:
-                continue
-            counts[reason] += 1
-            metrics.JOBS_REQUEUED.labels(reason=reason).inc()
-            if not question_enqueue(question_id=question_id):
-                counts["not_sent"] += 1
+        counts[reason] += len(ids)
+        metrics.JOBS_REQUEUED.labels(reason=reason).inc(len(ids))
+        counts["not_sent"] += len(questions_enqueue(question_ids=ids))
     if include_failed:
         for question in Question.objects.filter(status=Status.FAILED).order_by("created_at")[
             :limit
