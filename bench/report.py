@@ -27,6 +27,59 @@ def render(report: dict[str, Any]) -> str:
         f"Benchmark ({report['mode']}) {report['date']}: {report['machine']['cores']} cores, "
         f"{report['machine']['ram_gib']} GiB RAM, run took {report.get('duration_s')} s"
     ]
+    scale = report.get("scale", [])
+    if scale:
+        targets = {(0.5, 32): 0.93, (5.0, 64): 0.95, (5.0, 256): 0.9, (5.0, 512): 0.85}
+        rows = []
+        for ours in (c for c in scale if c["kind"] == "worker"):
+            key = (ours["latency_s"], ours["concurrency"])
+            celery = _find(scale, "celery", *key)
+            target = targets.get(key)
+            rows.append(
+                [
+                    ours["latency_s"],
+                    ours["concurrency"],
+                    ours["jobs"],
+                    ours["ratio_to_ideal"],
+                    f"≥ {target} {_mark(ours['ratio_to_ideal'] >= target)}" if target else "",
+                    ours.get("cpu_ms_per_job_after_start"),
+                    ours["cpu_ms_per_job"],
+                    ours["peak_rss_mib"],
+                    celery["ratio_to_ideal"] if celery else None,
+                    celery.get("cpu_ms_per_job_after_start") if celery else None,
+                    celery["peak_rss_mib"] if celery else None,
+                    _mark(ours["correct"] and (celery is None or celery["correct"])),
+                ]
+            )
+        out += [
+            "",
+            "### 0. Hundreds of calls in flight: one worker process and Celery (threads pool), "
+            "N = 2·C jobs, ratio to C/L",
+            "",
+            _table(
+                [
+                    "L (s)",
+                    "C",
+                    "jobs",
+                    "worker ratio",
+                    "target",
+                    "worker CPU ms/job (after start)",
+                    "(with start-up)",
+                    "worker peak RSS MiB",
+                    "Celery ratio",
+                    "Celery CPU ms/job (after start)",
+                    "Celery peak RSS MiB",
+                    "correct",
+                ],
+                rows,
+            ),
+        ]
+        big = _find(scale, "worker", 5.0, 512)
+        if big:
+            out.append(
+                f"\nPeak RSS at C = 512: {big['peak_rss_mib']} MiB (target < 250) "
+                f"{_mark(big['peak_rss_mib'] < 250)}; CPU target ≤ 5 ms/job."
+            )
     cells = report.get("throughput", [])
     if cells:
         bare = report["bare_drain"]["msgs_per_s"]

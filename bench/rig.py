@@ -192,7 +192,7 @@ class Rig:
         )
         self.start(
             "fake-llm",
-            [sys.executable, "-m", "tests.llm_server", "--port", str(self.llm_port)],
+            [sys.executable, "-m", "bench.async_llm", "--port", str(self.llm_port)],
             ready="fake LLM listening",
         )
 

@@ -36,6 +36,8 @@ class Plan:
     e2e_seconds: float
     wrk_seconds: int
     memory_jobs: int
+    # Issue 9's cells, worker and Celery side by side, N = 2·C jobs each: (L, C).
+    scale_cells: tuple[tuple[float, int], ...] = ()
 
     def jobs(self, latency: float, concurrency: int) -> int:
         if latency == 0:
@@ -45,7 +47,7 @@ class Plan:
 
 
 FULL = Plan(
-    latencies=(0.0, 0.5, 2.0),
+    latencies=(0.0, 0.5),
     concurrencies=(1, 8, 32, 64),
     cell_seconds=8,
     zero_latency_jobs=1500,
@@ -55,6 +57,7 @@ FULL = Plan(
     e2e_seconds=30,
     wrk_seconds=15,
     memory_jobs=10_000,
+    scale_cells=((0.5, 32), (5.0, 64), (5.0, 256), (5.0, 512)),
 )
 QUICK = Plan(
     latencies=(0.0, 0.5),
@@ -67,6 +70,7 @@ QUICK = Plan(
     e2e_seconds=8,
     wrk_seconds=4,
     memory_jobs=1500,
+    scale_cells=((0.5, 32), (5.0, 64)),
 )
 
 
@@ -147,6 +151,21 @@ def run(plan: Plan, mode: str, only: set[str], *, profile: bool = False) -> dict
         owner, token = jobs.bench_user()
         ctx = scenarios.Ctx(rig=rig, owner=owner, token=token, profile=profile)
         report["versions"] = versions()
+
+        if "scale" in only:
+            scale = []
+            for latency, concurrency in plan.scale_cells:
+                for kind in ("worker", "celery"):
+                    cell = scenarios.throughput_cell(
+                        ctx,
+                        kind=kind,
+                        latency=latency,
+                        concurrency=concurrency,
+                        count=max(2 * concurrency, plan.jobs(latency, concurrency) // 2),
+                    )
+                    scale.append(cell)
+                    log(_cell_line(cell))
+            report["scale"] = scale
 
         if "throughput" in only:
             report["bare_drain"] = scenarios.bare_drain(ctx, count=plan.bare_messages)
@@ -257,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short run (< 5 min) for checking")
     parser.add_argument(
         "--only",
-        default="throughput,peers,e2e,api,memory",
+        default="scale,throughput,peers,e2e,api,memory",
         help="comma-separated sections (default: all)",
     )
     parser.add_argument(
@@ -278,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report_correct(report: dict[str, Any]) -> bool:
-    cells = [*report.get("throughput", []), *report.get("peers", [])]
+    cells = [*report.get("throughput", []), *report.get("peers", []), *report.get("scale", [])]
     cells += [report[k] for k in ("e2e", "memory") if k in report]
     return all(cell.get("correct", False) for cell in cells)
 

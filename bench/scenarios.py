@@ -65,7 +65,7 @@ def _queue_name(kind: str, latency: float, concurrency: int) -> str:
 def _start_consumer(ctx: Ctx, kind: str, queue: str, queue_url: str, concurrency: int) -> Process:
     rig = ctx.rig
     if kind == "worker":
-        argv = [sys.executable, "manage.py", "run_sqs_worker", "--queue", queue]
+        argv = [sys.executable, "manage.py", "run_sqs_worker", "--processes", "1", "--queue", queue]
         argv += ["--dlq", f"{queue}-dlq", "--concurrency", str(concurrency)]
         return rig.start(f"{queue}", argv, ready="consuming")
     if kind == "seed":
@@ -114,7 +114,13 @@ def throughput_cell(
         _start_consumer(ctx, kind, queue, queue_url, concurrency) for _ in range(processes)
     ]
     consumer = consumers[0]
-    profiler = _profile(ctx, consumer.pid, queue) if ctx.profile else None
+    # CPU spent starting up (Django, imports) is not the jobs' cost: counted from "ready" on.
+    cpu_at_ready = sum(cpu_seconds(c.pid) for c in consumers)
+    profiler = (
+        _profile(ctx, consumer.pid, queue, idle=os.environ.get("BENCH_PROFILE_IDLE") != "0")
+        if ctx.profile
+        else None
+    )
     try:
         done_at = jobs.wait_finished(
             count,
@@ -145,6 +151,7 @@ def throughput_cell(
         "ratio_to_ideal": round(rate / ideal, 3) if ideal else None,
         "peak_rss_mib": round(peak, 1),
         "cpu_ms_per_job": round(cpu * 1000 / count, 2),
+        "cpu_ms_per_job_after_start": round((cpu - cpu_at_ready) * 1000 / count, 2),
         "succeeded": result.succeeded,
         "llm_calls": result.llm_calls,
         "correct": result.correct,

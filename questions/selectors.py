@@ -92,3 +92,12 @@ def user_spend_list(*, now: datetime | None = None) -> QuerySet[Any]:
         .select_related("quota")
         .order_by(F("spend_30_days").desc(nulls_last=True), "username")
     )
+
+
+def questions_cancelled_among(*, question_ids: list[Any]) -> set[Any]:
+    """Which of these jobs were cancelled (Stop) — one query for all of a worker's jobs."""
+    return set(
+        Question.objects.filter(pk__in=question_ids, status=Question.Status.CANCELLED).values_list(
+            "pk", flat=True
+        )
+    )

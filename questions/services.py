@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.contrib.postgres.functions import TransactionNow
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from opentelemetry import trace
 
@@ -20,6 +24,7 @@ from questions.cache import job_cache_delete, job_cache_set
 from questions.limits import ask_limits_check, lock_owner, rate_slot_take
 from questions.llm.client import Completion
 from questions.models import Question
+from questions.pricing import completion_cost
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -145,33 +150,109 @@ def question_enqueue(*, question_id: object) -> bool:
     return True
 
 
+def questions_enqueue(*, question_ids: Sequence[object]) -> list[object]:
+    """`question_enqueue` for many jobs, 10 per SendMessageBatch; returns the ids not sent
+    (left queued and marked unsent, for the next sweep)."""
+    from questions.tasks import answer_question
+
+    if not question_ids:
+        return []
+    backend = answer_question.get_backend()
+    sent = backend.enqueue_many(answer_question, [{"job_id": str(pk)} for pk in question_ids])
+    unsent = [pk for pk, ok in zip(question_ids, sent, strict=True) if not ok]
+    if unsent:
+        metrics.ENQUEUE_FAILURES.inc(len(unsent))
+        logger.warning("could not enqueue %d jobs; they stay queued", len(unsent))
+        try:
+            Question.objects.filter(pk__in=unsent, status=Status.QUEUED).update(enqueued_at=None)
+        except DatabaseError:
+            logger.warning("could not mark %d jobs unsent", len(unsent))
+    return unsent
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """The outcome of trying to claim a job: `question` if claimed, else its state (or None)."""
+    """The outcome of trying to claim a job: `question` if claimed, else its state (or None).
+
+    `retry_in`: for a job running under another worker's live claim, the seconds until that
+    claim lapses, on the database's clock.
+    """
 
     question: Question | None
     current: Question | None
+    retry_in: float = 0.0
 
 
 def question_claim(*, question_id: object, lease_seconds: float) -> Claim:
-    """Atomically take a queued job (or a running one whose claim expired) for this worker."""
-    now = timezone.now()
+    """Atomically take a queued job (or a running one whose claim expired) for this worker.
+
+    Leases are on the database's clock (`Now()`), never this process's: a worker whose clock is
+    off can neither take a job still leased to another nor keep one past its lease.
+    """
     claimed = (
         Question.objects.filter(pk=question_id)
-        .filter(Q(status=Status.QUEUED) | Q(status=Status.RUNNING, claim_expires_at__lt=now))
+        .filter(Q(status=Status.QUEUED) | Q(status=Status.RUNNING, claim_expires_at__lt=Now()))
         .update(
             status=Status.RUNNING,
             attempts=F("attempts") + 1,
-            started_at=now,
-            claim_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=Now(),
+            claim_expires_at=Now() + timedelta(seconds=lease_seconds),
         )
     )
-    question = Question.objects.filter(pk=question_id).first()
+    question = Question.objects.filter(pk=question_id).annotate(db_now=Now()).first()
     if not claimed or question is None:
-        return Claim(question=None, current=question)
+        retry_in = 0.0
+        if question is not None and question.claim_expires_at is not None:
+            retry_in = max((question.claim_expires_at - question.db_now).total_seconds(), 0.0)
+        return Claim(question=None, current=question, retry_in=retry_in)
     if question.enqueued_at is not None:
-        metrics.QUEUE_WAIT.observe(max((now - question.enqueued_at).total_seconds(), 0.0))
+        wait = (question.db_now - question.enqueued_at).total_seconds()
+        metrics.QUEUE_WAIT.observe(max(wait, 0.0))
     return Claim(question=question, current=None)
+
+
+def questions_claim(*, question_ids: Sequence[object], lease_seconds: float) -> dict[Any, Claim]:
+    """`question_claim` for a batch (a receive batch's jobs): one UPDATE and one SELECT in one
+    transaction, whose `Now()` is then one instant, so the rows this UPDATE claimed are the ones
+    whose `started_at` equals it. On SQLite (no transaction-wide clock) one job at a time."""
+    ids = list(dict.fromkeys(question_ids))
+    if connection.vendor != "postgresql":
+        return {pk: question_claim(question_id=pk, lease_seconds=lease_seconds) for pk in ids}
+    with transaction.atomic():
+        Question.objects.filter(pk__in=ids).filter(
+            Q(status=Status.QUEUED) | Q(status=Status.RUNNING, claim_expires_at__lt=Now())
+        ).update(
+            status=Status.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=TransactionNow(),
+            claim_expires_at=TransactionNow() + timedelta(seconds=lease_seconds),
+        )
+        rows = {
+            q.pk: q for q in Question.objects.filter(pk__in=ids).annotate(db_now=TransactionNow())
+        }
+    claims: dict[Any, Claim] = {}
+    for pk in ids:
+        question = rows.get(pk)
+        if question is None:
+            claims[pk] = Claim(question=None, current=None)
+        elif question.status == Status.RUNNING and question.started_at == question.db_now:
+            if question.enqueued_at is not None:
+                wait = (question.db_now - question.enqueued_at).total_seconds()
+                metrics.QUEUE_WAIT.observe(max(wait, 0.0))
+            claims[pk] = Claim(question=question, current=None)
+        else:
+            retry_in = 0.0
+            if question.claim_expires_at is not None:
+                retry_in = max((question.claim_expires_at - question.db_now).total_seconds(), 0.0)
+            claims[pk] = Claim(question=None, current=question, retry_in=retry_in)
+    return claims
+
+
+def questions_extend_leases(*, question_ids: list[object], lease_seconds: float) -> int:
+    """The job side of the heartbeat: keep this worker's running jobs leased to it."""
+    return Question.objects.filter(pk__in=question_ids, status=Status.RUNNING).update(
+        claim_expires_at=Now() + timedelta(seconds=lease_seconds)
+    )
 
 
 def _finish(question: Question, status: str, **fields: object) -> bool:
@@ -202,13 +283,39 @@ def _finish(question: Question, status: str, **fields: object) -> bool:
     return True
 
 
+def clean_completion(completion: Completion) -> Completion:
+    """What PostgreSQL can store: no NUL characters, a model name that fits its column."""
+    max_model = Question._meta.get_field("model").max_length or 200
+    return Completion(
+        text=completion.text.replace("\x00", ""),
+        model=completion.model.replace("\x00", "")[:max_model],
+        prompt_tokens=max(completion.prompt_tokens, 0),
+        completion_tokens=max(completion.completion_tokens, 0),
+    )
+
+
 def question_succeed(*, question: Question, completion: Completion) -> bool:
-    return _finish(
+    """Store the answer and what it cost (from the price table) if the claim still holds."""
+    completion = clean_completion(completion)
+    cost = _cost_of(completion)
+    stored = _finish(
         question,
         Status.SUCCEEDED,
         answer=completion.text,
         model=completion.model,
         error="",
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        cost=cost,
+    )
+    if stored:
+        metrics.record_llm_cost(model=completion.model, cost=cost)
+    return stored
+
+
+def _cost_of(completion: Completion) -> Decimal:
+    return completion_cost(
+        model=completion.model,
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
     )
@@ -219,22 +326,50 @@ def question_fail(*, question: Question, error: str, model: str = "") -> bool:
 
 
 def question_release_for_retry(
-    *, question: Question, error: str, due_at: datetime | None = None
+    *, question: Question, error: str, retry_in: float | None = None, count_attempt: bool = True
 ) -> bool:
     """running → queued: this attempt failed in a way worth trying again.
 
-    `due_at` is when its message becomes visible again; it is stored as `enqueued_at` so that
-    requeue_jobs does not take a job waiting out its backoff (or Retry-After) for a stale one
-    and send it early.
+    `retry_in` is when its message becomes visible again; it is stored as `enqueued_at` (database
+    clock) so that requeue_jobs does not take a job waiting out its backoff (or Retry-After) for a
+    stale one and send it early. Without `count_attempt` (the provider's rate limit, not the
+    job's fault) the attempt is given back.
     """
     fields: dict[str, object] = {"status": Status.QUEUED, "error": error, "claim_expires_at": None}
-    if due_at is not None:
-        fields["enqueued_at"] = due_at
+    if retry_in is not None:
+        fields["enqueued_at"] = Now() + timedelta(seconds=retry_in)
+    if not count_attempt:
+        fields["attempts"] = F("attempts") - 1
     return bool(
         Question.objects.filter(
             pk=question.pk, status=Status.RUNNING, attempts=question.attempts
         ).update(**fields)
     )
+
+
+def question_store_cancelled(*, question: Question, completion: Completion) -> bool:
+    """Keep what a stopped job was given before its call was cut off (fenced on the cancelled
+    status and this attempt, so a job cancelled and then retried is not overwritten)."""
+    completion = clean_completion(completion)
+    cost = _cost_of(completion)
+    fields: dict[str, object] = {
+        "answer": completion.text,
+        "model": completion.model,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "cost": cost,
+        "claim_expires_at": None,
+    }
+    updated = Question.objects.filter(
+        pk=question.pk, status=Status.CANCELLED, attempts=question.attempts
+    ).update(**fields)
+    if not updated:
+        return False
+    question.refresh_from_db()
+    metrics.record_llm_cost(model=completion.model, cost=cost)
+    metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
+    job_cache_set(question)
+    return True
 
 
 def question_retry(*, question: Question) -> bool:
@@ -291,21 +426,21 @@ def questions_requeue(
         ("expired_claims", Q(status=Status.RUNNING, claim_expires_at__lt=sent_before)),
     ]
     for reason, condition in categories:
-        ids = list(
-            Question.objects.filter(condition)
-            .order_by("created_at")
-            .values_list("pk", flat=True)[:limit]
-        )
-        for question_id in ids:
-            still_stale = Question.objects.filter(condition, pk=question_id).update(
+        # Locked, then marked in one UPDATE: a worker claiming one of them meanwhile waits, and
+        # rows another sweep holds are skipped rather than sent twice.
+        with transaction.atomic():
+            ids = list(
+                Question.objects.select_for_update(skip_locked=True)
+                .filter(condition)
+                .order_by("created_at")
+                .values_list("pk", flat=True)[:limit]
+            )
+            Question.objects.filter(pk__in=ids).update(
                 status=Status.QUEUED, claim_expires_at=None, enqueued_at=timezone.now()
             )
-            if not still_stale:
-                continue
-            counts[reason] += 1
-            metrics.JOBS_REQUEUED.labels(reason=reason).inc()
-            if not question_enqueue(question_id=question_id):
-                counts["not_sent"] += 1
+        counts[reason] += len(ids)
+        metrics.JOBS_REQUEUED.labels(reason=reason).inc(len(ids))
+        counts["not_sent"] += len(questions_enqueue(question_ids=ids))
     if include_failed:
         for question in Question.objects.filter(status=Status.FAILED).order_by("created_at")[
             :limit

@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 
 from questions import cache as job_cache
 from questions.accounts import api_token_create
+from questions.dbpool import shutdown_db_pool
 from questions.llm.client import reset_llm_client
 from questions.sqs.client import get_sqs_client, reset_sqs_client
 from questions.sqs.queues import queue_depth, queues_create
@@ -139,6 +140,13 @@ def _clean_cache_state() -> Iterator[None]:
     job_cache.reset_breaker()
 
 
+@pytest.fixture(autouse=True)
+def _close_worker_db_pool() -> Iterator[None]:
+    """An in-process worker's database threads keep their connections: close them after."""
+    yield
+    shutdown_db_pool()
+
+
 @pytest.fixture
 def user() -> Any:
     return UserFactory()
@@ -176,7 +184,14 @@ def run_worker(queues: Queues) -> Callable[..., None]:
     """Run the worker in-process until the queue is drained (--burst). It logs, not prints."""
 
     def run(*extra: str) -> None:
-        call_command("run_sqs_worker", "--burst", "--wait-time=1", "--requeue-interval=0", *extra)
+        call_command(
+            "run_sqs_worker",
+            "--processes=1",
+            "--burst",
+            "--wait-time=1",
+            "--requeue-interval=0",
+            *extra,
+        )
 
     return run
 
@@ -196,7 +211,7 @@ def worker_process(queues: Queues, artifacts: Path) -> Iterator[Callable[..., Wo
 
     def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
         process = WorkerProcess(
-            ["--wait-time=1", *args],
+            ["--processes=1", "--wait-time=1", *args],
             env=child_env(**(env or {})),
             log_path=artifacts / f"worker-{len(started)}.log",
         )

@@ -47,7 +47,7 @@ def sqs_calls(operation: str) -> Iterator[list[dict[str, Any]]]:
 
 
 def make_worker(queues: Any, **options: Any) -> Worker:
-    defaults: dict[str, Any] = {"wait_time": 1, "visibility_timeout": 10, "requeue_interval": 0}
+    defaults: dict[str, Any] = {"wait_time": 1, "visibility_timeout": 10}
     return Worker(queue_name=queues.name, dlq_name=queues.dlq_name, **(defaults | options))
 
 
@@ -237,3 +237,20 @@ def test_heartbeat_keeps_a_long_job_invisible_and_stops_when_it_ends(
     answered = fake_llm.requests[0]["_received_at"] + 3.5
     assert max(call["_at"] for call in extensions) < answered + 0.3
     assert queues.depth() == EMPTY
+
+
+def test_the_requeue_sweep_sends_in_batches_of_ten(user, queues):
+    from questions.services import questions_requeue
+
+    old = timezone.now() - timedelta(days=1)
+    Question.objects.bulk_create(
+        Question(owner=user, text=f"Never sent {i}?", created_at=old) for i in range(25)
+    )
+    with sqs_calls("SendMessageBatch") as batches, sqs_calls("SendMessage") as singles:
+        report = questions_requeue(unsent_before=timezone.now(), sent_before=old)
+
+    assert (report.unsent, report.not_sent) == (25, 0)
+    assert sorted(len(call["Entries"]) for call in batches) == [5, 10, 10]
+    assert singles == []
+    assert queues.depth()["visible"] == 25
+    assert not Question.objects.filter(enqueued_at__isnull=True).exists()

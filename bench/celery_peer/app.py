@@ -15,16 +15,43 @@ import uuid
 from urllib.parse import urlsplit
 
 import django
+import openai
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 django.setup()
 
 from celery import Celery  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import close_old_connections  # noqa: E402
+from django.db import close_old_connections, connection  # noqa: E402
 
-from questions.llm.client import get_llm_client  # noqa: E402
+from questions.llm.client import Completion  # noqa: E402
 from questions.services import question_claim, question_succeed  # noqa: E402
+
+_openai = openai.OpenAI(
+    api_key=settings.OPENAI_API_KEY or "not-needed",
+    base_url=settings.OPENAI_BASE_URL,
+    timeout=settings.OPENAI_TIMEOUT,
+    max_retries=0,
+)
+
+
+def _complete(text: str) -> Completion:
+    """The LLM call as a thread-per-job worker makes it: the synchronous client, no streaming."""
+    response = _openai.chat.completions.create(
+        model=settings.OPENAI_MODEL,
+        messages=[
+            {"role": "system", "content": settings.OPENAI_SYSTEM_PROMPT},
+            {"role": "user", "content": text},
+        ],
+        max_completion_tokens=settings.OPENAI_MAX_COMPLETION_TOKENS,
+    )
+    usage = response.usage
+    return Completion(
+        text=(response.choices[0].message.content or "") if response.choices else "",
+        model=response.model or settings.OPENAI_MODEL,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+    )
 
 
 def answer_question(job_id: str) -> str:
@@ -35,7 +62,10 @@ def answer_question(job_id: str) -> str:
         claim = question_claim(question_id=uuid.UUID(job_id), lease_seconds=lease)
         if claim.question is None:
             return "not claimed"
-        completion = get_llm_client().complete(claim.question.text)
+        # No connection held through the LLM call, or C = 256 threads would hold 256 of
+        # PostgreSQL's 100 (the failure issue 9 measured): reconnect for the store instead.
+        connection.close()
+        completion = _complete(claim.question.text)
         question_succeed(question=claim.question, completion=completion)
         return "succeeded"
     finally:

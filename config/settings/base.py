@@ -194,6 +194,19 @@ QUESTIONS_REQUEUE_AFTER = env_int("QUESTIONS_REQUEUE_AFTER", default=300)
 # How long a worker's claim on a job lasts beyond the LLM timeout before another may take it.
 QUESTIONS_CLAIM_MARGIN = env_int("QUESTIONS_CLAIM_MARGIN", default=30)
 
+# --- The worker (run_sqs_worker): jobs are coroutines on one event loop per process; their ORM
+# work runs on this many threads, each with its one PostgreSQL connection (the process's bound).
+QUESTIONS_WORKER_DB_THREADS = env_int("QUESTIONS_WORKER_DB_THREADS", default=10)
+# A job rate limited by the provider waits (without using up attempts) at most this long since
+# it was asked, then fails saying so.
+QUESTIONS_MAX_QUEUE_SECONDS = env_int("QUESTIONS_MAX_QUEUE_SECONDS", default=3600)
+for _name in (
+    "QUESTIONS_WORKER_DB_THREADS",
+    "QUESTIONS_MAX_QUEUE_SECONDS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1.")
+
 # --- The answer stream of a running job (questions.streams): Redis streams read by the SSE view.
 QUESTIONS_STREAM_TTL = env_int("QUESTIONS_STREAM_TTL", default=3600)
 QUESTIONS_STREAM_MAX_ENTRIES = env_int("QUESTIONS_STREAM_MAX_ENTRIES", default=20000)

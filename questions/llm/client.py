@@ -1,17 +1,25 @@
 """The one LLM client: OpenAI (or any OpenAI-compatible server), or the offline demo model.
 
 `get_llm_client()` picks from settings: with `OPENAI_API_KEY` or `OPENAI_BASE_URL` set, the real
-`openai` client; with neither, `DemoLLMClient`, whose answers say plainly they are not from an LLM
-(like Django's console e-mail backend). Retries are the worker's job, so the client never retries.
+`openai` client (asynchronous, streaming); with neither, `DemoLLMClient`, whose answers say
+plainly they are not from an LLM (like Django's console e-mail backend). Retries are the worker's
+job, so the client never retries.
+
+Both stream: each piece of text goes to `on_text` as it arrives and into `progress`, so a call cut
+off (Stop) still leaves the text written so far and an estimate of the tokens it used.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import httpx2
 import openai
 from django.conf import settings
 from opentelemetry import trace
@@ -32,14 +40,53 @@ class Completion:
     completion_tokens: int
 
 
+@dataclass(slots=True)
+class Progress:
+    """What the model has sent so far; read after a call that was cut off."""
+
+    parts: list[str] = field(default_factory=list)
+    model: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def partial(self, question: str, default_model: str) -> Completion:
+        """The text so far; tokens as reported, else estimated (≈ 4 characters a token, one a
+        streamed piece), since a provider reports usage only in its last chunk."""
+        text = "".join(self.parts)
+        return Completion(
+            text=text,
+            model=self.model or default_model,
+            prompt_tokens=self.prompt_tokens
+            if self.prompt_tokens is not None
+            else estimate_tokens(question),
+            completion_tokens=self.completion_tokens
+            if self.completion_tokens is not None
+            else len(self.parts),
+        )
+
+
+def estimate_tokens(text: str) -> int:
+    return max(len(text) // 4, 1)
+
+
+TextSink = Callable[[str], None]
+
+
 class LLMClient(Protocol):
     model: str
 
-    def complete(self, question: str) -> Completion: ...
+    async def complete(
+        self, question: str, *, user: str, progress: Progress, on_text: TextSink
+    ) -> Completion: ...
 
 
 class OpenAIClient:
-    """Chat Completions through the official client; `base_url` reaches Ollama, vLLM, etc."""
+    """Streamed Chat Completions on the wire the official client speaks (`base_url` reaches
+    Ollama, vLLM, LiteLLM...). One client per event loop: its connection pool is shared by every
+    call. The request goes out through the official client's own HTTP client and its errors are
+    the official ones (so `classify_llm_error` reads them), but the stream is parsed here, taking
+    only the text, the model and the usage: the SDK's per-chunk models cost more CPU than the
+    rest of a job at hundreds of calls in flight."""
 
     system = "openai"
 
@@ -47,57 +94,109 @@ class OpenAIClient:
         self, *, api_key: str | None, base_url: str | None, model: str, timeout: float
     ) -> None:
         self.model = model
-        self._client = openai.OpenAI(
+        self._sdk = openai.AsyncOpenAI(
             # A local OpenAI-compatible server needs no key, but the client insists on one.
             api_key=api_key or "not-needed",
             base_url=base_url,
             timeout=timeout,
             max_retries=0,
         )
+        self._url = f"{str(self._sdk.base_url).rstrip('/')}/chat/completions"
+        self._headers = {
+            "Authorization": f"Bearer {self._sdk.api_key}",
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "User-Agent": self._sdk.user_agent,
+        }
 
-    def complete(self, question: str) -> Completion:
+    def _body(self, question: str, user: str) -> bytes:
+        return json.dumps(
+            {
+                "model": self.model,
+                "messages": [
+                    {"role": "system", "content": settings.OPENAI_SYSTEM_PROMPT},
+                    {"role": "user", "content": question},
+                ],
+                "max_completion_tokens": settings.OPENAI_MAX_COMPLETION_TOKENS,
+                "user": user,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+        ).encode()
+
+    async def complete(
+        self, question: str, *, user: str, progress: Progress, on_text: TextSink
+    ) -> Completion:
         with tracer.start_as_current_span(f"chat {self.model}", kind=SpanKind.CLIENT) as span:
             span.set_attribute("gen_ai.system", self.system)
             span.set_attribute("gen_ai.operation.name", "chat")
             span.set_attribute("gen_ai.request.model", self.model)
             started = time.perf_counter()
             try:
-                response = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=[
-                        {"role": "system", "content": settings.OPENAI_SYSTEM_PROMPT},
-                        {"role": "user", "content": question},
-                    ],
-                )
-            except Exception as exc:
+                await self._stream(self._body(question, user), progress, on_text)
+            except BaseException as exc:
                 LLM_LATENCY.labels(outcome="error").observe(time.perf_counter() - started)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.set_attribute("error.type", type(exc).__name__)
                 raise
             LLM_LATENCY.labels(outcome="ok").observe(time.perf_counter() - started)
-            usage = response.usage
-            prompt_tokens = usage.prompt_tokens if usage else 0
-            completion_tokens = usage.completion_tokens if usage else 0
-            span.set_attribute("gen_ai.response.model", response.model)
-            span.set_attribute("gen_ai.usage.input_tokens", prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", completion_tokens)
-        LLM_TOKENS.labels(kind="prompt").inc(prompt_tokens)
-        LLM_TOKENS.labels(kind="completion").inc(completion_tokens)
-        text = response.choices[0].message.content if response.choices else None
-        return Completion(
-            text=text or "",
-            model=response.model or self.model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
+            completion = progress.partial(question, self.model)
+            span.set_attribute("gen_ai.response.model", completion.model)
+            span.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", completion.completion_tokens)
+        LLM_TOKENS.labels(kind="prompt").inc(completion.prompt_tokens)
+        LLM_TOKENS.labels(kind="completion").inc(completion.completion_tokens)
+        return completion
+
+    async def _stream(self, body: bytes, progress: Progress, on_text: TextSink) -> None:
+        http = self._sdk._client
+        request = http.build_request("POST", self._url, content=body, headers=self._headers)
+        try:
+            # Leaving the block (also when the task is cancelled) closes the connection.
+            response = await http.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._sdk._make_status_error_from_response(response)
+                # Read to the end (past "[DONE]"), so the connection goes back to the pool.
+                async for line in response.aiter_lines():
+                    if line.startswith("data:") and (data := line[5:].strip()) != "[DONE]":
+                        _take(json.loads(data), progress, on_text)
+            finally:
+                await response.aclose()
+        except httpx2.TimeoutException as exc:
+            raise openai.APITimeoutError(request=request) from exc
+        except httpx2.TransportError as exc:
+            raise openai.APIConnectionError(request=request) from exc
+
+
+def _take(chunk: dict[str, Any], progress: Progress, on_text: TextSink) -> None:
+    if "error" in chunk:
+        raise openai.APIError(str(chunk["error"])[:200], request=None, body=chunk)  # type: ignore[arg-type]
+    usage = chunk.get("usage")
+    if usage:
+        progress.prompt_tokens = usage.get("prompt_tokens")
+        progress.completion_tokens = usage.get("completion_tokens")
+    if chunk.get("model"):
+        progress.model = chunk["model"]
+    choices = chunk.get("choices")
+    if choices:
+        text = (choices[0].get("delta") or {}).get("content")
+        if text:
+            progress.parts.append(text)
+            on_text(text)
 
 
 class DemoLLMClient:
-    """Offline stand-in used when no LLM is configured: no network, no cost, says so."""
+    """Offline stand-in used when no LLM is configured: no network, no cost, says so. It streams
+    word by word, slowly enough that `make run` shows an answer being written."""
 
     model = DEMO_MODEL
+    word_delay = 0.04
 
-    def complete(self, question: str) -> Completion:
+    async def complete(
+        self, question: str, *, user: str, progress: Progress, on_text: TextSink
+    ) -> Completion:
         with tracer.start_as_current_span("chat demo", kind=SpanKind.CLIENT) as span:
             span.set_attribute("gen_ai.system", "demo")
             span.set_attribute("gen_ai.request.model", self.model)
@@ -107,39 +206,45 @@ class DemoLLMClient:
                 "as Ollama or vLLM) to get real answers.\n\n"
                 f"You asked {len(question.split())} words: _{question[:200]}_"
             )
-            prompt_tokens = len(question.split())
-            completion_tokens = len(text.split())
-            span.set_attribute("gen_ai.usage.input_tokens", prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", completion_tokens)
-        LLM_TOKENS.labels(kind="prompt").inc(prompt_tokens)
-        LLM_TOKENS.labels(kind="completion").inc(completion_tokens)
-        return Completion(
-            text=text,
-            model=self.model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
+            progress.model = self.model
+            for index, word in enumerate(text.split(" ")):
+                piece = word if index == 0 else f" {word}"
+                progress.parts.append(piece)
+                on_text(piece)
+                await asyncio.sleep(self.word_delay)
+            progress.prompt_tokens = len(question.split())
+            progress.completion_tokens = len(text.split())
+            span.set_attribute("gen_ai.usage.input_tokens", progress.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", progress.completion_tokens)
+        LLM_TOKENS.labels(kind="prompt").inc(progress.prompt_tokens)
+        LLM_TOKENS.labels(kind="completion").inc(progress.completion_tokens)
+        return progress.partial(question, self.model)
 
 
 _client_lock = threading.Lock()
 _client: LLMClient | None = None
+_client_loop: asyncio.AbstractEventLoop | None = None
 
 
 def get_llm_client() -> LLMClient:
-    """The process-wide client, built once from settings (thread-safe)."""
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                _client = _build_client()
-    return _client
+    """The client of the running event loop, built once from settings: its connection pool
+    belongs to that loop (a worker has one; a test may start several one after the other)."""
+    global _client, _client_loop
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    with _client_lock:
+        if _client is None or (loop is not None and loop is not _client_loop):
+            _client, _client_loop = _build_client(), loop
+        return _client
 
 
 def reset_llm_client() -> None:
     """Forget the client so the next call rebuilds it from (changed) settings."""
-    global _client
+    global _client, _client_loop
     with _client_lock:
-        _client = None
+        _client, _client_loop = None, None
 
 
 def llm_is_demo() -> bool:

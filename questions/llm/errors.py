@@ -7,13 +7,14 @@ fails at once with a message a person understands. Secrets and raw bodies never 
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import openai
 
-BACKOFF_BASE_SECONDS = 2.0
-BACKOFF_CAP_SECONDS = 300.0
+from questions.sqs.backoff import JOB_BACKOFF
+
+BACKOFF_BASE_SECONDS = JOB_BACKOFF.base
+BACKOFF_CAP_SECONDS = JOB_BACKOFF.cap
 _MAX_RETRY_AFTER_SECONDS = 3600.0
 
 _PERMANENT_MESSAGES: dict[int, str] = {
@@ -78,9 +79,5 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
-    """Exponential backoff with equal jitter; never sooner than the server's Retry-After."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
-    delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
+    """The job backoff policy's delay (one policy: `questions.sqs.backoff.JOB_BACKOFF`)."""
+    return JOB_BACKOFF.delay(attempt, retry_after)

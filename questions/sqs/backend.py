@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import Task, TaskResult, TaskResultStatus
@@ -26,7 +28,7 @@ def sqs_queue_name(task_queue_name: str) -> str:
 
 class SQSTaskBackend(BaseTaskBackend):
     supports_defer = False
-    supports_async_task = False
+    supports_async_task = True
     supports_get_result = False
     supports_priority = False
 
@@ -60,3 +62,37 @@ class SQSTaskBackend(BaseTaskBackend):
         )
         task_enqueued.send(type(self), task_result=result)
         return result
+
+    def enqueue_many(self, task: Task, kwargs_list: Sequence[dict[str, Any]]) -> list[bool]:
+        """Send many calls of one task, 10 per SendMessageBatch; which ones SQS took (a batch
+        that fails altogether, SQS down, counts as not sent, never raises)."""
+        self.validate_task(task)
+        url: str | None = None
+        sent: list[bool] = []
+        now = timezone.now().isoformat()
+        attributes = trace_attributes()
+        for start in range(0, len(kwargs_list), 10):
+            chunk = kwargs_list[start : start + 10]
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": encode_message(
+                        task_path=task.module_path,
+                        result_id=uuid.uuid4().hex,
+                        args=[],
+                        kwargs=dict(kwargs),
+                        enqueued_at=now,
+                    ),
+                    **({"MessageAttributes": attributes} if attributes else {}),
+                }
+                for i, kwargs in enumerate(chunk)
+            ]
+            try:
+                url = url or get_queue_url(sqs_queue_name(task.queue_name))
+                response = get_sqs_client().send_message_batch(QueueUrl=url, Entries=entries)
+            except (BotoCoreError, ClientError):
+                sent += [False] * len(chunk)
+                continue
+            failed = {int(f["Id"]) for f in response.get("Failed", [])}
+            sent += [i not in failed for i in range(len(chunk))]
+        return sent

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -9,9 +10,12 @@ from django.core.management.base import BaseCommand, CommandParser
 from prometheus_client import start_http_server
 
 from config.telemetry import configure_telemetry
+from questions.dbpool import shutdown_db_pool
 from questions.management.commands._options import int_range, non_negative_float
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
 from questions.tasks import DEFAULT_MAX_ATTEMPTS
+from questions.worker_chores import queue_depth_chore, requeue_chore
+from questions.worker_supervisor import Supervisor, child_command
 
 logger = logging.getLogger("questions.worker")
 
@@ -30,7 +34,7 @@ class Command(BaseCommand):
             "--concurrency",
             type=int_range(1, 512),
             default=4,
-            help="Jobs in flight at once, each on its own thread (default: %(default)s).",
+            help="Jobs in flight at once, as coroutines on one event loop (default: %(default)s).",
         )
         parser.add_argument(
             "--batch-size",
@@ -76,6 +80,13 @@ class Command(BaseCommand):
             "(default: %(default)s).",
         )
         parser.add_argument(
+            "--processes",
+            type=int_range(1, 64),
+            default=os.cpu_count() or 1,
+            help="Worker processes, each with --concurrency jobs in flight, under one supervisor "
+            "that restarts a child that died (default: one per core, %(default)s).",
+        )
+        parser.add_argument(
             "--metrics-port",
             type=int_range(0, 65535),
             default=None,
@@ -83,6 +94,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["processes"] > 1:
+            supervisor = Supervisor(
+                child_argv=child_command(sys.argv),
+                processes=options["processes"],
+                metrics_port=options["metrics_port"],
+            )
+            code = supervisor.run()
+            if code:
+                raise SystemExit(code)
+            return
         configure_telemetry("questions-worker")
         if options["metrics_port"] is not None:
             start_http_server(
@@ -99,13 +120,18 @@ class Command(BaseCommand):
             max_attempts=options["max_attempts"],
             burst=options["burst"],
             shutdown_timeout=options["shutdown_timeout"],
-            requeue_interval=options["requeue_interval"],
+            chores=[
+                requeue_chore(options["requeue_interval"]),
+                queue_depth_chore(options["queue"]),
+            ],
         )
         previous = worker.install_signal_handlers()
         try:
             finished = worker.run()
         finally:
             restore_signal_handlers(previous)
+        if finished:
+            shutdown_db_pool()
         if not finished:
             # Job threads outlived the grace period; their messages were given back to SQS and
             # their claims expire on their own. Do not wait for them.

@@ -1,0 +1,188 @@
+"""The worker's Redis writes for one job: its live answer stream and the stash of a paid answer.
+
+Both are best-effort and guarded by one small breaker: when Redis fails, the failure is logged
+once, and Redis is not tried again for a second, so a dead Redis costs the live view, never
+the job, and not a timeout per chunk.
+
+- `LiveAnswer` appends the answer to the job's stream (questions.streams) as it grows, pieces
+  coalesced to one entry per `FLUSH_SECONDS` at most, and the final status after the row is stored.
+- The stash keeps a completion the provider was paid for until the row holds it, so a job whose
+  store failed (PostgreSQL gone mid-call) is finished from the stash when it is claimed again,
+  instead of paying for a second call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+
+from questions.llm.client import Completion
+from questions.streams import Kind, async_redis, stream_append, stream_key
+
+logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.05
+_BREAKER_SECONDS = 1.0
+_STASH_TTL = 7 * 24 * 3600
+_down_until = 0.0
+_outage_logged = False
+
+
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _gate() -> asyncio.Semaphore:
+    """Fewer Redis calls at once than the stream client's pool holds connections (it refuses,
+    rather than waits, past its size), however many jobs are in flight."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        size = max(settings.QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS - 2, 1)
+        gate = _gates[loop] = asyncio.Semaphore(size)
+    return gate
+
+
+def _available() -> bool:
+    return time.monotonic() >= _down_until
+
+
+def _failed(exc: BaseException) -> None:
+    global _down_until, _outage_logged
+    _down_until = time.monotonic() + _BREAKER_SECONDS
+    if not _outage_logged:
+        _outage_logged = True
+        logger.warning(
+            "Redis unavailable: answers are not streamed live (they are still stored)",
+            extra={"error": type(exc).__name__},
+        )
+
+
+def _succeeded() -> None:
+    global _outage_logged
+    if _outage_logged:
+        _outage_logged = False
+        logger.info("Redis available again: answers are streamed live")
+
+
+async def _append(job_id: object, entries: Sequence[tuple[Kind, str]]) -> bool:
+    if not _available():
+        return False
+    try:
+        async with _gate():
+            await stream_append(job_id, entries)
+    except Exception as exc:
+        _failed(exc)
+        return False
+    _succeeded()
+    return True
+
+
+class LiveAnswer:
+    def __init__(self, job_id: object) -> None:
+        self.job_id = job_id
+        self._pending: list[str] = []
+        self._flushed_at = 0.0
+        self._flushing: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        self._flushed_at = time.monotonic()
+        await _append(self.job_id, [("status", "running")])
+
+    def add(self, text: str) -> None:
+        self._pending.append(text)
+        if self._flushing is None and time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+            self._flushing = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                text = "".join(self._pending)
+                self._pending.clear()
+                self._flushed_at = time.monotonic()
+                if not await _append(self.job_id, [("delta", text)]):
+                    # Kept for the next flush: a reader gets the whole text once Redis is back.
+                    self._pending.insert(0, text)
+                    return
+        finally:
+            self._flushing = None
+
+    async def finish(self, status: str, *, drop_stash: bool = False) -> None:
+        """The rest of the text and the final status, and the stash dropped, in one round trip."""
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
+        entries: list[tuple[Kind, str]] = []
+        if self._pending:
+            entries.append(("delta", "".join(self._pending)))
+            self._pending.clear()
+        entries.append(("end", status))
+        if not _available():
+            return
+        try:
+            async with _gate(), async_redis().pipeline(transaction=False) as pipe:
+                key = stream_key(self.job_id)
+                for kind, value in entries:
+                    pipe.xadd(
+                        key,
+                        {kind: value},
+                        maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES,
+                        approximate=True,
+                    )
+                pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
+                if drop_stash:
+                    pipe.delete(_stash_key(self.job_id))
+                await pipe.execute()
+        except Exception as exc:
+            _failed(exc)
+
+    async def requeued(self) -> None:
+        await _append(self.job_id, [("status", "queued")])
+
+
+def _stash_key(job_id: object) -> str:
+    return f"{settings.CACHES['default']['KEY_PREFIX']}:stash:{job_id}"
+
+
+async def stash_put(job_id: object, attempt: int, completion: Completion) -> None:
+    if not _available():
+        return
+    value: dict[str, Any] = {
+        "attempt": attempt,
+        "text": completion.text,
+        "model": completion.model,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+    }
+    try:
+        async with _gate():
+            await async_redis().set(_stash_key(job_id), json.dumps(value), ex=_STASH_TTL)
+    except Exception as exc:
+        _failed(exc)
+
+
+async def stash_get(job_id: object) -> Completion | None:
+    if not _available():
+        return None
+    try:
+        async with _gate():
+            raw = await async_redis().get(_stash_key(job_id))
+    except Exception as exc:
+        _failed(exc)
+        return None
+    if not raw:
+        return None
+    value = json.loads(raw)
+    return Completion(
+        text=value["text"],
+        model=value["model"],
+        prompt_tokens=value["prompt_tokens"],
+        completion_tokens=value["completion_tokens"],
+    )

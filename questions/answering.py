@@ -1,0 +1,227 @@
+"""`question_answer`: one job's run, with the attempt, retry and give-up policy.
+
+Safe under SQS's at-least-once delivery: the job is claimed atomically first, so a second
+delivery of a running or finished job never calls the LLM again. A paid answer is never paid for
+twice: it is stashed in Redis until the row holds it, the store is retried on a fresh connection,
+and a job claimed again with a stashed answer is finished from it. A provider 429 never uses up
+an attempt. The run speaks to the queue only through `RetryLater` / `DeadLetter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from collections.abc import Sequence
+
+from django.conf import settings
+from django.db.utils import DataError, InterfaceError, OperationalError
+from opentelemetry import trace
+
+from config.logging import bind_job_id
+from questions import metrics
+from questions.answer_stream import LiveAnswer, stash_get, stash_put
+from questions.attribution import provider_user_id
+from questions.coalesce import Coalescer
+from questions.dbpool import run_db
+from questions.inflight import in_flight
+from questions.llm import ratelimit
+from questions.llm.client import Completion, LLMClient, Progress, get_llm_client
+from questions.llm.errors import classify_llm_error
+from questions.models import Question
+from questions.pricing import call_tokens_bound
+from questions.services import (
+    Claim,
+    question_fail,
+    question_release_for_retry,
+    question_store_cancelled,
+    question_succeed,
+    questions_claim,
+)
+from questions.sqs.backoff import CONNECTION_BACKOFF, JOB_BACKOFF
+from questions.sqs.exceptions import DeadLetter, RetryLater
+
+logger = logging.getLogger("questions.tasks")
+
+Status = Question.Status
+STORE_TRIES = 6
+# How long every worker pauses after a 429 that names no Retry-After.
+PAUSE_WITHOUT_RETRY_AFTER = 2.0
+
+
+async def question_answer(*, job_id: str, max_attempts: int) -> str:
+    """Claim the job, ask the LLM (or reuse a stashed answer), store the outcome; returns the
+    job's final status ("duplicate" for a finished job delivered again). Raises `RetryLater` or
+    `DeadLetter` for the queue."""
+    try:
+        question_id = uuid.UUID(job_id)
+    except (TypeError, ValueError):
+        raise DeadLetter(f"job id {job_id!r} is not a UUID") from None
+    with bind_job_id(job_id):
+        trace.get_current_span().set_attribute("questions.job_id", job_id)
+        lease = settings.OPENAI_TIMEOUT + settings.QUESTIONS_CLAIM_MARGIN
+        claim = await _claimer(lease)(question_id)
+        if claim.question is None:
+            return _not_claimed(claim, job_id)
+        question = claim.question
+        llm = get_llm_client()
+        live = LiveAnswer(question.pk)
+        if question.attempts > max_attempts:
+            # Claimed again after workers died mid-call more often than allowed (a question that
+            # crashes the worker, say): stop here instead of paying for yet another call.
+            error = f"Gave up after {max_attempts} attempts: the worker stopped during the call."
+            logger.warning("job failed: too many attempts", extra={"attempt": question.attempts})
+            return await _fail(question, live, error, llm.model)
+        stashed = await stash_get(question.pk) if question.attempts > 1 else None
+        if stashed is not None:
+            logger.info("reusing the answer stashed by an earlier attempt; no new LLM call")
+            return await _store(question, live, stashed)
+        return await _call(question, live, llm, max_attempts, lease)
+
+
+async def _call(
+    question: Question, live: LiveAnswer, llm: LLMClient, max_attempts: int, lease: float
+) -> str:
+    await live.start()
+    await ratelimit.acquire(llm.model, call_tokens_bound(question=question.text))
+    progress = Progress()
+    call = asyncio.ensure_future(
+        llm.complete(
+            question.text,
+            user=provider_user_id(user_id=question.owner_id),
+            progress=progress,
+            on_text=live.add,
+        )
+    )
+    jobs = in_flight()
+    watch = jobs.watch(question.pk, call, lease)
+    try:
+        completion = await call
+    except asyncio.CancelledError:
+        if not watch.cancelled:
+            raise  # the worker itself is stopping
+        logger.info("job cancelled during the LLM call; keeping the partial answer")
+        partial = progress.partial(question.text, llm.model)
+        await run_db(question_store_cancelled, question=question, completion=partial)
+        await live.finish(Status.CANCELLED)
+        return Status.CANCELLED
+    except Exception as exc:
+        return await _call_failed(question, live, llm, exc, max_attempts)
+    finally:
+        jobs.forget(question.pk)
+    await stash_put(question.pk, question.attempts, completion)
+    return await _store(question, live, completion)
+
+
+async def _call_failed(
+    question: Question, live: LiveAnswer, llm: LLMClient, exc: Exception, max_attempts: int
+) -> str:
+    failure = classify_llm_error(exc)
+    log_extra = {"reason": failure.reason, "attempt": question.attempts}
+    if failure.reason == "rate_limited":
+        # The provider's limit, not the job's fault: pause every call, keep the attempt.
+        await ratelimit.penalize(llm.model, failure.retry_after or PAUSE_WITHOUT_RETRY_AFTER)
+        waited = (question.db_now - question.created_at).total_seconds()
+        if waited > settings.QUESTIONS_MAX_QUEUE_SECONDS:
+            error = (
+                f"{failure.message} Gave up after waiting {int(waited)} s for the provider's "
+                "rate limit."
+            )
+            logger.warning("job failed: rate limited for too long", extra=log_extra)
+            return await _fail(question, live, error, llm.model)
+        delay = JOB_BACKOFF.delay(1, failure.retry_after)
+        await _release(question, live, failure.message, delay, count_attempt=False)
+        metrics.JOB_RETRIES.labels(reason=failure.reason).inc()
+        logger.warning("rate limited, will retry", extra={**log_extra, "delay": delay})
+        raise RetryLater(delay, failure.reason) from exc
+    if failure.retryable and question.attempts < max_attempts:
+        delay = JOB_BACKOFF.delay(question.attempts, failure.retry_after)
+        await _release(question, live, failure.message, delay, count_attempt=True)
+        metrics.JOB_RETRIES.labels(reason=failure.reason).inc()
+        logger.warning("LLM call failed, will retry", extra={**log_extra, "delay": delay})
+        raise RetryLater(delay, failure.reason) from exc
+    error = failure.message
+    if failure.retryable:
+        error = f"{failure.message} Gave up after {question.attempts} attempts."
+    logger.warning("job failed", extra=log_extra)
+    return await _fail(question, live, error, llm.model)
+
+
+async def _release(
+    question: Question, live: LiveAnswer, error: str, delay: float, *, count_attempt: bool
+) -> None:
+    await run_db(
+        question_release_for_retry,
+        question=question,
+        error=error,
+        retry_in=delay,
+        count_attempt=count_attempt,
+    )
+    await live.requeued()
+
+
+async def _store(question: Question, live: LiveAnswer, completion: Completion) -> str:
+    """Store a paid answer: retried with backoff on a fresh connection; an answer PostgreSQL
+    cannot take fails the job (paid once) instead of being asked for again."""
+    for attempt in range(1, STORE_TRIES + 1):
+        try:
+            stored = await run_db(question_succeed, question=question, completion=completion)
+            break
+        except DataError:
+            logger.exception("the answer could not be stored")
+            error = "The language model's answer could not be stored (it is not valid text)."
+            status = await _fail(question, live, error, "", drop_stash=True)
+            return status
+        except (OperationalError, InterfaceError):
+            if attempt == STORE_TRIES:
+                raise  # redelivered later; the stash spares a second call
+            delay = CONNECTION_BACKOFF.delay(attempt)
+            logger.warning("could not store the answer; trying again", extra={"delay": delay})
+            await asyncio.sleep(delay)
+    status = Status.SUCCEEDED
+    if not stored:
+        # Cancelled meanwhile (the answer came in before the cut): keep it on the cancelled row.
+        cancelled = await run_db(question_store_cancelled, question=question, completion=completion)
+        status = Status.CANCELLED if cancelled else "lost"
+    await live.finish(status, drop_stash=True)
+    if status == Status.SUCCEEDED:
+        logger.info("job succeeded", extra={"attempt": question.attempts})
+    return status
+
+
+async def _fail(
+    question: Question, live: LiveAnswer, error: str, model: str, *, drop_stash: bool = False
+) -> str:
+    await run_db(question_fail, question=question, error=error, model=model)
+    await live.finish(Status.FAILED, drop_stash=drop_stash)
+    return Status.FAILED
+
+
+_claimers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer[uuid.UUID, Claim]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _claimer(lease: float) -> Coalescer[uuid.UUID, Claim]:
+    """The jobs of one receive batch start together: their claims go as one statement."""
+    loop = asyncio.get_running_loop()
+    claimer = _claimers.get(loop)
+    if claimer is None:
+
+        async def claim_batch(ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Claim]:
+            return await run_db(questions_claim, question_ids=ids, lease_seconds=lease)
+
+        claimer = _claimers[loop] = Coalescer(claim_batch)
+    return claimer
+
+
+def _not_claimed(claim: Claim, job_id: str) -> str:
+    current = claim.current
+    if current is None:
+        raise DeadLetter(f"no job with id {job_id}")
+    if current.is_finished:
+        logger.info("duplicate delivery of a finished job; not asking again")
+        return "duplicate"
+    # Running under another worker's live claim: look again once that claim could have expired.
+    raise RetryLater(claim.retry_in + 1.0, "running under another worker's claim")

@@ -1,0 +1,237 @@
+"""Slots, heartbeat, acknowledgements, signals and the grace period; nothing of questions.
+
+Jobs run as coroutines on one asyncio event loop (on a thread of its own), so hundreds can wait
+on the network at once without a thread each; the blocking SQS calls go to a small thread pool.
+
+- Receives only as many messages as it has free slots; a slot is freed only once its message is
+  settled with SQS (deleted, delayed for a retry, or dead-lettered), so the worker never holds
+  more than `concurrency` messages invisible.
+- A heartbeat extends every running message before its visibility lapses.
+- Messages are deleted after their handler returned, in batches of up to 10 (short linger).
+- Stop (first SIGTERM/SIGINT, or `stop()`): stop receiving, give back what arrived after it, let
+  running jobs finish within the grace period. Jobs still running then have their messages given
+  back and `run()` returns False; they go on running on the loop's thread, unsettled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from questions import metrics
+from questions.sqs.backoff import CONNECTION_BACKOFF
+from questions.sqs.consumer import SQS_ERRORS, Consumer
+from questions.sqs.executor import Outcome
+from questions.sqs.upkeep import Upkeep
+
+logger = logging.getLogger("questions.sqs.worker")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Outcome]]
+
+
+class Runner(Upkeep):
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        handler: Handler,
+        concurrency: int = 4,
+        batch_size: int = 10,
+        wait_time: int = 20,
+        burst: bool = False,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.consumer = consumer
+        self.handler = handler
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.wait_time = wait_time
+        self.burst = burst
+        self.shutdown_timeout = shutdown_timeout
+        self.processed = 0
+        self.unfinished = 0
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sqs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqs")
+        self._in_flight = 0
+        self._tracked: dict[str, list[Any]] = {}  # message id → [receipt handle, extended at]
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._abandoned = False
+
+    # --- from any thread ----------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_all)
+
+    def run(self) -> bool:
+        """Consume until stopped (or, with burst, until the queue is empty); False if jobs were
+        still running at the end of the grace period (they are left running on the loop)."""
+        loop = asyncio.new_event_loop()
+        finished = threading.Event()
+        outcome: list[bool] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                outcome.append(loop.run_until_complete(self._main()))
+            finally:
+                finished.set()
+            if self._jobs:  # cut off by the grace period: let them end on their own
+                loop.run_until_complete(asyncio.wait(self._jobs))
+            loop.close()
+
+        self._loop = loop
+        thread = threading.Thread(target=serve, name="sqs-runner", daemon=True)
+        thread.start()
+        while not finished.wait(0.5):
+            pass
+        if thread.is_alive() and not self._jobs:
+            thread.join(timeout=5)
+        self._sqs_pool.shutdown(wait=False, cancel_futures=True)
+        return bool(outcome and outcome[0])
+
+    # --- on the loop ----------------------------------------------------------------------
+
+    def _wake_all(self) -> None:
+        if hasattr(self, "_stop_event"):  # else _main sees `_stopping` when it starts
+            self._stop_event.set()
+            self._slot_freed.set()
+
+    async def _sqs(self, method: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._sqs_pool, partial(method, *args))
+
+    async def _main(self) -> bool:
+        self._stop_event = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._heartbeat_lock = asyncio.Lock()
+        self._acks: asyncio.Queue[str | None] = asyncio.Queue()
+        if self._stopping:
+            self._stop_event.set()
+        if not await self._connect():
+            return True
+        heartbeat = asyncio.create_task(self._heartbeat())
+        acker = asyncio.create_task(self._acker())
+        try:
+            await self._receive_loop()
+        finally:
+            await self._wind_down(heartbeat, acker)
+        logger.info(f"Worker stopped after {self.processed} messages.")
+        return not self.unfinished
+
+    async def _connect(self) -> bool:
+        attempt = 0
+        while not self._stop_event.is_set():
+            try:
+                await self._sqs(self.consumer.connect)
+                return True
+            except SQS_ERRORS as exc:
+                attempt += 1
+                delay = CONNECTION_BACKOFF.delay(attempt)
+                logger.warning(
+                    "queue %s not reachable yet; retrying in %.1fs",
+                    self.consumer.queue_name,
+                    delay,
+                    extra={"error": type(exc).__name__},
+                )
+                await self._pause(delay)
+        return False
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
+
+    async def _receive_loop(self) -> None:
+        failures = 0
+        while not self._stop_event.is_set():
+            while self._in_flight >= self.concurrency and not self._stop_event.is_set():
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            if self._stop_event.is_set():
+                break
+            free = self.concurrency - self._in_flight
+            # While jobs run, poll briefly so freed slots are refilled promptly; idle, poll long.
+            wait = self.wait_time if not self._in_flight else min(self.wait_time, 1)
+            try:
+                messages = await self._sqs(self.consumer.receive, min(free, self.batch_size), wait)
+                failures = 0
+            except SQS_ERRORS as exc:
+                failures += 1
+                delay = CONNECTION_BACKOFF.delay(failures)
+                logger.warning(
+                    "receive_message failed; retrying in %.1fs",
+                    delay,
+                    extra={"error": type(exc).__name__},
+                )
+                await self._pause(delay)
+                continue
+            if self._stop_event.is_set():
+                await self._sqs(self.consumer.give_back, [m["ReceiptHandle"] for m in messages])
+                break
+            if not messages:
+                if self.burst and not self._in_flight and await self._sqs(self.consumer.is_empty):
+                    logger.info("Queue is empty; exiting (--burst).")
+                    break
+                continue
+            now = time.monotonic()
+            for message in messages:
+                self._in_flight += 1
+                self._tracked[message["MessageId"]] = [message["ReceiptHandle"], now]
+                job = asyncio.create_task(self._run_one(message))
+                self._jobs.add(job)
+                job.add_done_callback(self._jobs.discard)
+            metrics.JOBS_IN_FLIGHT.set(self._in_flight)
+
+    async def _run_one(self, message: dict[str, Any]) -> None:
+        message_id, handle = message["MessageId"], message["ReceiptHandle"]
+        acked = False
+        try:
+            outcome = await self.handler(message)
+            async with self._heartbeat_lock:  # never extended again once settled
+                self._tracked.pop(message_id, None)
+            if self._abandoned:
+                return  # given back at the end of the grace period
+            if outcome.kind == "retry":
+                await self._sqs(self.consumer.retry_later, handle, outcome.delay, outcome.reason)
+            elif outcome.kind == "ack" or await self._sqs(
+                self.consumer.dead_letter, message, outcome.reason
+            ):
+                self._acks.put_nowait(handle)
+                acked = True
+        except Exception:
+            logger.exception("could not handle a message; it will be delivered again")
+            self._tracked.pop(message_id, None)
+        finally:
+            self.processed += 1
+            if not acked and not self._abandoned:
+                self._release(1)
+
+    async def _wind_down(self, heartbeat: asyncio.Task[None], acker: asyncio.Task[None]) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout
+        if self._jobs:
+            logger.info(f"Finishing {len(self._jobs)} jobs in flight...")
+        while self._jobs and time.monotonic() < deadline:
+            await asyncio.wait(self._jobs, timeout=max(deadline - time.monotonic(), 0.01))
+        self.unfinished = len(self._jobs)
+        if self.unfinished:
+            logger.info(
+                f"{self.unfinished} jobs did not finish in time; their messages return to SQS."
+            )
+            self._abandoned = True
+            async with self._heartbeat_lock:
+                handles = [entry[0] for entry in self._tracked.values()]
+                self._tracked.clear()
+            await self._sqs(self.consumer.give_back, handles)
+        heartbeat.cancel()
+        self._acks.put_nowait(None)
+        await acker

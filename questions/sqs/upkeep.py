@@ -1,0 +1,88 @@
+"""The runner's upkeep of the messages it holds: the acknowledger and the heartbeat.
+
+The acknowledger deletes handled messages in batches of up to 10 (lingering briefly to fill a
+batch) and frees their slots only once SQS let them go; the heartbeat extends every running
+message before its visibility lapses, under a lock that settling a message also takes, so a
+message is never extended after it was settled (a retry's own visibility is not overwritten).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from questions import metrics
+from questions.sqs.consumer import Consumer
+
+logger = logging.getLogger("questions.sqs.worker")
+
+_ACK_LINGER = 0.05
+
+
+class Upkeep:
+    consumer: Consumer
+    concurrency: int
+    _in_flight: int
+    _tracked: dict[str, list[Any]]
+    _slot_freed: asyncio.Event
+    _acks: asyncio.Queue[str | None]
+    _heartbeat_lock: asyncio.Lock
+    _sqs: Callable[..., Any]
+
+    def _release(self, count: int) -> None:
+        self._in_flight -= count
+        metrics.JOBS_IN_FLIGHT.set(self._in_flight)
+        self._slot_freed.set()
+
+    async def _acker(self) -> None:
+        """Delete acknowledged messages in batches; free their slots once SQS let them go."""
+        closing = False
+        while not closing:
+            first = await self._acks.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + _ACK_LINGER
+            # Linger for a fuller batch unless every held message is in it or slots are all
+            # taken (then only this deletion frees one, and waiting would idle the worker).
+            while len(batch) < min(10, self._in_flight):
+                remaining = deadline - time.monotonic()
+                if self._in_flight >= self.concurrency or remaining <= 0:
+                    if self._acks.empty():
+                        break
+                    item = self._acks.get_nowait()
+                else:
+                    try:
+                        item = await asyncio.wait_for(self._acks.get(), remaining)
+                    except TimeoutError:
+                        break
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
+            try:
+                await self._sqs(self.consumer.delete, batch)
+            except Exception:
+                logger.exception("could not delete messages; they will be redelivered")
+            finally:
+                self._release(len(batch))
+
+    async def _heartbeat(self) -> None:
+        interval = max(self.consumer.visibility_timeout / 3, 0.5)
+        tick = min(interval / 2, 1.0)
+        while True:  # cancelled by the wind-down
+            await asyncio.sleep(tick)
+            try:
+                async with self._heartbeat_lock:
+                    now = time.monotonic()
+                    due = [e for e in self._tracked.values() if now - e[1] >= interval]
+                    if due:
+                        refused = await self._sqs(self.consumer.extend, [e[0] for e in due])
+                        for entry in due:
+                            if entry[0] not in refused:
+                                entry[1] = now
+            except Exception:
+                logger.exception("heartbeat failed; will try again")

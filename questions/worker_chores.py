@@ -1,0 +1,44 @@
+"""The chores `run_sqs_worker` hands its worker: the requeue sweep and the queue-depth gauge.
+
+They run on the worker's chore thread (questions.sqs.chores), their ORM work on the worker's
+database threads, and stop with the first SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from questions import metrics
+from questions.dbpool import run_db_sync
+from questions.services import questions_requeue
+from questions.sqs.chores import Chore
+from questions.sqs.client import get_queue_url
+from questions.sqs.queues import queue_depth
+
+logger = logging.getLogger("questions.sqs.worker")
+
+
+def requeue_chore(interval: float) -> Chore:
+    def sweep() -> None:
+        now = timezone.now()
+        report = run_db_sync(
+            questions_requeue,
+            unsent_before=now - timedelta(seconds=10),
+            sent_before=now - timedelta(seconds=settings.QUESTIONS_REQUEUE_AFTER),
+        )
+        if report.total:
+            logger.info(f"Requeued {report.total} stale jobs.")
+
+    return Chore("requeue", interval, sweep, first_after=min(interval, 5.0))
+
+
+def queue_depth_chore(queue_name: str, interval: float = 15.0) -> Chore:
+    def gauge() -> None:
+        for state, value in queue_depth(get_queue_url(queue_name)).items():
+            metrics.QUEUE_MESSAGES.labels(queue="main", state=state).set(value)
+
+    return Chore("queue-depth", interval, gauge)
