@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -42,7 +43,14 @@ RECOVERY_STEP = 0.1
 MIN_FACTOR = 0.1
 # With Redis down, try it again after this long (each try may cost a connect timeout).
 _REDIS_RETRY_SECONDS = 5.0
-_REDIS_TIMEOUT_SECONDS = 0.5
+# A connect that takes this long means Redis is down. A reply may take longer on a busy host:
+# taking a slow reply for an outage would drop to the per-process limit, which knows nothing
+# of the shared pause and spacing, and let a burst through.
+_REDIS_CONNECT_TIMEOUT_SECONDS = 0.5
+_REDIS_REPLY_TIMEOUT_SECONDS = 5.0
+# Waiters told the same wait would all ask again at the same instant (one of them wins): spread
+# them over a few milliseconds so that a slot does not cost a burst of Redis calls.
+_WAKE_SPREAD_SECONDS = 0.05
 
 # The current share of the configured rate (1 = all of it): lowered by a 429, recovering since.
 _FACTOR = """
@@ -152,7 +160,7 @@ class RateLimiter:
             if wait <= 0:
                 LLM_RATE_LIMIT_WAIT.observe(waited)
                 return
-            await asyncio.sleep(wait)
+            await asyncio.sleep(wait + random.uniform(0, _WAKE_SPREAD_SECONDS))  # noqa: S311
             waited += wait
 
     async def penalize(self, model: str, retry_after: float) -> None:
@@ -184,7 +192,12 @@ class RateLimiter:
         )
         if wait_ms is None:
             return self._try_locally(model, tokens, limits)
-        return int(wait_ms) / 1000
+        # Keep the last word from Redis: should it go away now, the per-process limit starts
+        # from it instead of from a clean slate (a burst right after a 429's pause, say).
+        wait = int(wait_ms) / 1000
+        local = self._local_state(model)
+        local.paused_until = max(local.paused_until, time.monotonic() + wait)
+        return wait
 
     async def _redis(self, call: Callable[[Redis], Awaitable[Any]]) -> Any:
         """`call(client)`, or None when Redis is down (then the caller limits locally)."""
@@ -213,8 +226,8 @@ class RateLimiter:
         if client is None:
             client = Redis.from_url(
                 settings.CACHES["default"]["LOCATION"],
-                socket_connect_timeout=_REDIS_TIMEOUT_SECONDS,
-                socket_timeout=_REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_SECONDS,
+                socket_timeout=_REDIS_REPLY_TIMEOUT_SECONDS,
             )
             self._clients[loop] = client
         return client
