@@ -21,6 +21,11 @@ JOBS_REQUEUED = Counter(
 JOBS_FINISHED = Counter(
     "questions_jobs_finished_total", "Jobs that reached a final state.", ["outcome"]
 )
+JOBS_CANCELLED = Counter(
+    "questions_jobs_cancelled_total",
+    "Jobs stopped by their asker or staff (Stop), by the status they had.",
+    ["previous_status"],
+)
 JOB_RETRIES = Counter(
     "questions_job_retries_total", "LLM attempts that will be retried.", ["reason"]
 )

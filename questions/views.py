@@ -15,14 +15,14 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from questions.accounts import api_token_get, api_token_regenerate
 from questions.forms import AskForm, HistoryFilterForm
 from questions.llm.client import llm_is_demo
 from questions.models import Question
 from questions.selectors import question_get, question_list
-from questions.services import question_create
+from questions.services import QuestionAlreadyFinished, question_cancel, question_create
 from questions.templatetags.question_tags import status_label
 from questions.throttling import AskRateThrottle
 
@@ -145,6 +145,20 @@ def detail(request: HttpRequest, pk: Any) -> HttpResponse:
         {"question": question, "show_owner": bool(request.user.is_staff)},
         nav="history",
     )
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest, pk: Any) -> HttpResponse:
+    """The page's Stop button (a plain form: it works without JavaScript)."""
+    question = _visible_question(request, pk)
+    try:
+        question_cancel(question=question)
+    except QuestionAlreadyFinished as exc:
+        messages.info(request, f"The question was already {status_label(exc.question.status)}.")
+    else:
+        messages.success(request, "Stopped. Whatever the model had written is kept below.")
+    return redirect(question)
 
 
 @require_GET
