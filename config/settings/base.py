@@ -172,6 +172,14 @@ QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS = env_int(
     "QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS", default=50
 )
 
+# --- Server-Sent Events of a job (questions.api.events) and the static files the app serves.
+# A `: keepalive` comment after this many idle seconds (under nginx's proxy_read_timeout).
+QUESTIONS_EVENTS_KEEPALIVE = env_float("QUESTIONS_EVENTS_KEEPALIVE", default=15.0)
+# With Redis down, a watcher polls the job row this often instead.
+QUESTIONS_EVENTS_POLL_INTERVAL = env_float("QUESTIONS_EVENTS_POLL_INTERVAL", default=1.0)
+# The reconnection delay EventSource is told to use (the `retry:` field), in milliseconds.
+QUESTIONS_EVENTS_RETRY_MS = env_int("QUESTIONS_EVENTS_RETRY_MS", default=2000)
+
 # --- Observability. The admin links a job's trace id to this URL ("{trace_id}" is replaced),
 # e.g. Grafana's Explore view of Tempo (docker-compose.yml sets one); unset: no link.
 TRACE_URL_TEMPLATE = env_optional("TRACE_URL_TEMPLATE")
