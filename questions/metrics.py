@@ -63,3 +63,8 @@ CACHE_FALLBACKS = Counter(
     "Cache operations that failed (Redis down) and fell back to PostgreSQL.",
     ["operation"],
 )
+EVENTS_WATCHERS = Gauge(
+    "questions_events_watchers",
+    "Server-Sent Events streams of jobs open now in this process.",
+    multiprocess_mode="livesum",
+)

@@ -35,7 +35,8 @@ def asgi_server(artifacts: Path) -> Iterator[str]:
     log = (artifacts / "uvicorn.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--lifespan", "off", "--timeout-graceful-shutdown", "2"],
+         "--port", str(port), "--no-access-log", "--lifespan", "off",
+         "--timeout-graceful-shutdown", "2"],
         cwd=ROOT,
         env=child_env(QUESTIONS_EVENTS_KEEPALIVE="1"),
         stdout=log,

@@ -40,6 +40,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from questions.api.serializers import QuestionOutputSerializer
+from questions.metrics import EVENTS_WATCHERS
 from questions.models import Question
 from questions.selectors import question_get
 from questions.streams import Entry, close_async_redis, stream_read
@@ -122,6 +123,14 @@ class JobEvents:
         return sse(entry.kind, data, event_id=entry.id)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        EVENTS_WATCHERS.inc()
+        try:
+            async for chunk in self._events():
+                yield chunk
+        finally:
+            EVENTS_WATCHERS.dec()
+
+    async def _events(self) -> AsyncIterator[bytes]:
         keepalive = settings.QUESTIONS_EVENTS_KEEPALIVE
         poll = settings.QUESTIONS_EVENTS_POLL_INTERVAL
         yield f"retry: {settings.QUESTIONS_EVENTS_RETRY_MS}\n\n".encode()
