@@ -239,10 +239,11 @@ def _cancelled(question: Question, *, previous: str, now: datetime) -> Question:
     question.finished_at = now
     question.claim_expires_at = None
     metrics.JOBS_CANCELLED.labels(previous_status=previous).inc()
-    metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
     logger.info("job cancelled", extra={"job_id": str(question.pk), "previous_status": previous})
     if previous == Status.QUEUED:
-        # Final now: cache it, and tell the watchers (no worker will).
+        # Final now: count and cache it, and tell the watchers (no worker will; the worker of
+        # a running job counts it when it has stored the partial answer).
+        metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
         transaction.on_commit(partial(job_cache_set, question))
         transaction.on_commit(partial(_stream_end_best_effort, question.pk, Status.CANCELLED))
     else:

@@ -175,8 +175,13 @@ QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS = env_int(
 # --- Server-Sent Events of a job (questions.api.events) and the static files the app serves.
 # A `: keepalive` comment after this many idle seconds (under nginx's proxy_read_timeout).
 QUESTIONS_EVENTS_KEEPALIVE = env_float("QUESTIONS_EVENTS_KEEPALIVE", default=15.0)
+# A quiet stream looks for the finished job in the Redis cache this often (the row: at keepalives).
+QUESTIONS_EVENTS_CHECK_INTERVAL = env_float("QUESTIONS_EVENTS_CHECK_INTERVAL", default=2.0)
 # With Redis down, a watcher polls the job row this often instead.
 QUESTIONS_EVENTS_POLL_INTERVAL = env_float("QUESTIONS_EVENTS_POLL_INTERVAL", default=1.0)
+# A job stopped while running ends its watchers' streams when its worker has stored the partial
+# answer (the stream's `end`), or after this many seconds if that never comes.
+QUESTIONS_EVENTS_CANCEL_GRACE = env_float("QUESTIONS_EVENTS_CANCEL_GRACE", default=5.0)
 # The reconnection delay EventSource is told to use (the `retry:` field), in milliseconds.
 QUESTIONS_EVENTS_RETRY_MS = env_int("QUESTIONS_EVENTS_RETRY_MS", default=2000)
 

@@ -6,8 +6,9 @@ never moves the resume point), then the job's answer stream (questions.streams) 
 status (`succeeded` is sent as `done`, `failed`, `cancelled`) whose data is the stored job as
 the API shows it, after which the stream closes. A watcher that reconnects with `Last-Event-ID`
 (or `?last_event_id=`) gets what came after that entry; a finished job gets its final event at
-once. `: keepalive` comments keep idle proxies from closing the connection, and each keepalive
-also checks the row, so a job whose `end` never reached Redis still ends its watchers' streams.
+once. `: keepalive` comments keep idle proxies from closing the connection. A quiet stream
+also looks for the finished job in the Redis cache every few seconds and in the row at each
+keepalive, so a job whose `end` never reached the stream still ends its watchers' streams.
 
 When Redis is down the row is polled instead (every `QUESTIONS_EVENTS_POLL_INTERVAL` seconds)
 and the final event sent when it is finished; Redis is tried again now and then.
@@ -32,6 +33,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from redis.exceptions import RedisError
 from rest_framework.exceptions import NotFound, ValidationError
@@ -40,6 +42,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from questions.api.serializers import QuestionOutputSerializer
+from questions.cache import job_cache_get
 from questions.metrics import EVENTS_WATCHERS
 from questions.models import Question
 from questions.selectors import question_get
@@ -107,6 +110,17 @@ class JobEvents:
         # held per watcher.
         return await sync_to_async(self._load_sync, thread_sensitive=False)()
 
+    async def _cached(self) -> Question | None:
+        return await sync_to_async(job_cache_get, thread_sensitive=False)(self.question.pk)
+
+    def _worker_still_stopping(self, question: Question) -> bool:
+        if question.status != Question.Status.CANCELLED or question.started_at is None:
+            return False
+        if question.finished_at is None:
+            return False
+        waited = (timezone.now() - question.finished_at).total_seconds()
+        return waited < settings.QUESTIONS_EVENTS_CANCEL_GRACE
+
     def _final(self, question: Question, event_id: str) -> bytes:
         data = QuestionOutputSerializer(question, context={"request": self.request}).data
         return sse(
@@ -133,6 +147,7 @@ class JobEvents:
     async def _events(self) -> AsyncIterator[bytes]:
         keepalive = settings.QUESTIONS_EVENTS_KEEPALIVE
         poll = settings.QUESTIONS_EVENTS_POLL_INTERVAL
+        check_ms = max(int(min(keepalive, settings.QUESTIONS_EVENTS_CHECK_INTERVAL) * 1000), 1)
         yield f"retry: {settings.QUESTIONS_EVENTS_RETRY_MS}\n\n".encode()
         question = self.question
         yield sse("status", json.dumps({"status": question.status}))
@@ -141,14 +156,12 @@ class JobEvents:
             return
         after = self.after
         redis_down_until = 0.0
-        last_sent = time.monotonic()
+        last_sent = last_row_check = time.monotonic()
         while True:
             entries: list[Entry] | None = None
             if time.monotonic() >= redis_down_until:
                 try:
-                    entries = await stream_read(
-                        question.pk, after=after, block_ms=int(keepalive * 1000)
-                    )
+                    entries = await stream_read(question.pk, after=after, block_ms=check_ms)
                 except (RedisError, OSError) as exc:
                     redis_down_until = time.monotonic() + _REDIS_RETRY_SECONDS
                     logger.warning(
@@ -168,15 +181,26 @@ class JobEvents:
                     after = entry.id
                 last_sent = time.monotonic()
                 continue
+            # Nothing new. Is the job finished all the same (its `end` lost, a worker that does
+            # not stream, Redis down)? Ask the Redis cache often (the worker caches a finished
+            # job) and the row itself at each keepalive, or at each poll when Redis is down.
             if entries is None:
-                await asyncio.sleep(poll)  # Redis down: poll the row
-            current = await self._load()
-            if current is None:
-                return  # deleted, or no longer visible to this user
-            if current.is_finished:
+                await asyncio.sleep(poll)
+            if entries is None or time.monotonic() - last_row_check >= keepalive:
+                current = await self._load()
+                last_row_check = time.monotonic()
+                if current is None:
+                    return  # deleted, or no longer visible to this user
+            else:
+                current = await self._cached()
+            if current is not None and current.is_finished:
+                if self._worker_still_stopping(current) and entries is not None:
+                    # Stopped while running: its worker is storing the partial answer and
+                    # will write `end`; keep reading the stream a little longer for it.
+                    continue
                 yield self._final(current, FINAL_EVENT_ID)
                 return
-            if time.monotonic() - last_sent >= keepalive or entries is not None:
+            if time.monotonic() - last_sent >= keepalive:
                 yield KEEPALIVE
                 last_sent = time.monotonic()
 
