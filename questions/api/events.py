@@ -46,7 +46,8 @@ from questions.cache import job_cache_get
 from questions.metrics import EVENTS_WATCHERS
 from questions.models import Question
 from questions.selectors import question_get
-from questions.streams import Entry, close_async_redis, stream_read
+from questions.stream_hub import stream_hub
+from questions.streams import Entry, close_async_redis
 
 logger = logging.getLogger(__name__)
 
@@ -147,62 +148,64 @@ class JobEvents:
     async def _events(self) -> AsyncIterator[bytes]:
         keepalive = settings.QUESTIONS_EVENTS_KEEPALIVE
         poll = settings.QUESTIONS_EVENTS_POLL_INTERVAL
-        check_ms = max(int(min(keepalive, settings.QUESTIONS_EVENTS_CHECK_INTERVAL) * 1000), 1)
+        check_seconds = min(keepalive, settings.QUESTIONS_EVENTS_CHECK_INTERVAL)
         yield f"retry: {settings.QUESTIONS_EVENTS_RETRY_MS}\n\n".encode()
         question = self.question
         yield sse("status", json.dumps({"status": question.status}))
         if question.is_finished:
             yield self._final(question, FINAL_EVENT_ID)
             return
-        after = self.after
-        redis_down_until = 0.0
-        last_sent = last_row_check = time.monotonic()
-        while True:
-            entries: list[Entry] | None = None
-            if time.monotonic() >= redis_down_until:
-                try:
-                    entries = await stream_read(question.pk, after=after, block_ms=check_ms)
-                except (RedisError, OSError) as exc:
-                    redis_down_until = time.monotonic() + _REDIS_RETRY_SECONDS
-                    logger.warning(
-                        "answer stream unavailable; polling the job",
-                        extra={"job_id": str(question.pk), "error": type(exc).__name__},
-                    )
-            if entries:
-                for entry in entries:
-                    if entry.kind == "end":
-                        # The row is stored before `end` is written: it is final now.
-                        final = await self._load()
-                        if final is not None and final.is_finished:
-                            yield self._final(final, entry.id)
-                            return
-                        continue
-                    yield self._entry(entry)
-                    after = entry.id
-                last_sent = time.monotonic()
-                continue
-            # Nothing new. Is the job finished all the same (its `end` lost, a worker that does
-            # not stream, Redis down)? Ask the Redis cache often (the worker caches a finished
-            # job) and the row itself at each keepalive, or at each poll when Redis is down.
-            if entries is None:
-                await asyncio.sleep(poll)
-            if entries is None or time.monotonic() - last_row_check >= keepalive:
-                current = await self._load()
-                last_row_check = time.monotonic()
-                if current is None:
-                    return  # deleted, or no longer visible to this user
-            else:
-                current = await self._cached()
-            if current is not None and current.is_finished:
-                if self._worker_still_stopping(current) and entries is not None:
-                    # Stopped while running: its worker is storing the partial answer and
-                    # will write `end`; keep reading the stream a little longer for it.
+        async with stream_hub().watch(question.pk) as watch:
+            after = self.after
+            redis_down_until = 0.0
+            last_sent = last_row_check = time.monotonic()
+            while True:
+                entries: list[Entry] | None = None
+                if time.monotonic() >= redis_down_until:
+                    try:
+                        entries = await watch.read(after=after, timeout=check_seconds)
+                    except (RedisError, OSError) as exc:
+                        redis_down_until = time.monotonic() + _REDIS_RETRY_SECONDS
+                        logger.warning(
+                            "answer stream unavailable; polling the job",
+                            extra={"job_id": str(question.pk), "error": type(exc).__name__},
+                        )
+                if entries:
+                    for entry in entries:
+                        if entry.kind == "end":
+                            # The row is stored before `end` is written: it is final now.
+                            final = await self._load()
+                            if final is not None and final.is_finished:
+                                yield self._final(final, entry.id)
+                                return
+                            after = entry.id
+                            continue
+                        yield self._entry(entry)
+                        after = entry.id
+                    last_sent = time.monotonic()
                     continue
-                yield self._final(current, FINAL_EVENT_ID)
-                return
-            if time.monotonic() - last_sent >= keepalive:
-                yield KEEPALIVE
-                last_sent = time.monotonic()
+                # Nothing new. Is the job finished all the same (its `end` lost, a worker that does
+                # not stream, Redis down)? Ask the Redis cache often (the worker caches a finished
+                # job) and the row itself at each keepalive, or at each poll when Redis is down.
+                if entries is None:
+                    await asyncio.sleep(poll)
+                if entries is None or time.monotonic() - last_row_check >= keepalive:
+                    current = await self._load()
+                    last_row_check = time.monotonic()
+                    if current is None:
+                        return  # deleted, or no longer visible to this user
+                else:
+                    current = await self._cached()
+                if current is not None and current.is_finished:
+                    if self._worker_still_stopping(current) and entries is not None:
+                        # Stopped while running: its worker is storing the partial answer and
+                        # will write `end`; keep reading the stream a little longer for it.
+                        continue
+                    yield self._final(current, FINAL_EVENT_ID)
+                    return
+                if time.monotonic() - last_sent >= keepalive:
+                    yield KEEPALIVE
+                    last_sent = time.monotonic()
 
     def __iter__(self) -> Iterator[bytes]:
         """For WSGI: drive the async generator on a private event loop in this thread."""
