@@ -85,6 +85,7 @@ class Watcher:
 
     job_id: str
     events: list[tuple[float, str, str, str | None]] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)  # time.time() of each event
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
 
@@ -123,6 +124,7 @@ class Watcher:
                 if line == "":
                     if data:
                         self.events.append((time.monotonic(), event, "\n".join(data), event_id))
+                        self.walls.append(time.time())
                         self.connected.set()
                         if event in ("done", "failed", "cancelled"):
                             return
@@ -136,6 +138,13 @@ class Watcher:
 
     def first(self, name: str) -> float | None:
         return next((t for t, event, _, _ in self.events if event == name), None)
+
+    def delivery_ms(self, name: str) -> float | None:
+        """Time from the entry's XADD (its id is a Redis timestamp) to its arrival here."""
+        for (_, event, _, event_id), wall in zip(self.events, self.walls, strict=True):
+            if event == name and event_id and "-" in event_id:
+                return wall * 1000 - int(event_id.split("-")[0])
+        return None
 
     def text(self) -> str:
         return "".join(json.loads(d)["text"] for _, e, d, _ in self.events if e == "delta")
@@ -196,6 +205,8 @@ async def measure_ttft(plan: Plan, web: int, events: int, token: str) -> dict[st
         final = watcher.final()
         results.append(
             {
+                "job_id": job_id,
+                "delivery_ms": watcher.delivery_ms("delta"),
                 "ttft": None if first is None else first - sent - plan.latency,
                 "complete": final is not None and watcher.text() == final["answer"],
                 "error": watcher.error,
@@ -209,7 +220,11 @@ async def measure_ttft(plan: Plan, web: int, events: int, token: str) -> dict[st
         tasks.append(asyncio.create_task(one(index)))
     await asyncio.gather(*tasks)
     ttfts = [r["ttft"] * 1000 for r in results if r["ttft"] is not None]
+    deliveries = [r["delivery_ms"] for r in results if r["delivery_ms"] is not None]
     return {
+        "job_ids": [r["job_id"] for r in results],
+        "delivery_p50_ms": _percentile(deliveries, 50) if deliveries else None,
+        "delivery_p95_ms": _percentile(deliveries, 95) if deliveries else None,
         "rate_per_s": rate,
         "capacity_per_s": plan.capacity,
         "jobs": plan.jobs,
@@ -295,27 +310,52 @@ def measure_watchers(
     }
 
 
+def _queue_waits(job_ids: list[str]) -> dict[str, Any]:
+    """POST → a worker starting the job (from the rows), the part of TTFT before the LLM."""
+    from django.db import connection
+
+    from questions.models import Question
+
+    waits = [
+        (started - created).total_seconds() * 1000
+        for created, started in Question.objects.filter(pk__in=job_ids).values_list(
+            "created_at", "started_at"
+        )
+        if started is not None
+    ]
+    connection.close()
+    return {
+        "queue_wait_p50_ms": _percentile(waits, 50) if waits else None,
+        "queue_wait_p95_ms": _percentile(waits, 95) if waits else None,
+    }
+
+
 def run(plan: Plan, mode: str) -> dict[str, Any]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     logdir = RESULTS / f"{stamp}-streaming"
     logdir.mkdir(parents=True, exist_ok=True)
     rig = Rig(logdir=logdir)
-    moto_port = free_port()
-    moto = start_moto(moto_port)
+    # fauxqs when `make bench-deps` installed it (moto's server is slow to receive: its wait
+    # would be most of the time to first token), else moto.
+    fauxqs = (ROOT / "bench" / "node_modules" / "fauxqs").is_dir()
+    moto = None if fauxqs else start_moto(rig.sqs_port)
     try:
         suffix = uuid.uuid4().hex[:8]
         env = rig.env(
-            AWS_ENDPOINT_URL_SQS=f"http://127.0.0.1:{moto_port}",
+            AWS_ENDPOINT_URL_SQS=rig.sqs_endpoint,
             SQS_QUEUE_NAME=f"stream-bench-{suffix}",
             SQS_DLQ_NAME=f"stream-bench-dlq-{suffix}",
             OTEL_SDK_DISABLED="true",
             DJANGO_SECURE_SSL_REDIRECT="false",
         )
-        rig.start(
-            "fake-llm",
-            [sys.executable, "-m", "tests.llm_server", "--port", str(rig.llm_port)],
-            ready="fake LLM listening",
-        )
+        if fauxqs:
+            rig.start_services()  # fauxqs and the fake LLM
+        else:
+            rig.start(
+                "fake-llm",
+                [sys.executable, "-m", "tests.llm_server", "--port", str(rig.llm_port)],
+                ready="fake LLM listening",
+            )
         prepare_database(env)
         setup_django(env)
         from django.db import connection
@@ -324,7 +364,7 @@ def run(plan: Plan, mode: str) -> dict[str, Any]:
         from questions.sqs.queues import queues_create
         from tests.factories import UserFactory
 
-        wait_for(_reachable(moto_port), timeout=30, what="moto")
+        wait_for(_reachable(rig.sqs_port), timeout=30, what="the SQS server")
         queues_create(
             queue_name=env["SQS_QUEUE_NAME"], dlq_name=env["SQS_DLQ_NAME"],
             visibility_timeout=60, max_receive_count=10,
@@ -362,12 +402,20 @@ def run(plan: Plan, mode: str) -> dict[str, Any]:
         rig.llm("configure", {"latency": plan.latency, "stream_interval": plan.interval,
                               "answer": _answer(plan.words)})  # fmt: skip
         ttft = asyncio.run(measure_ttft(plan, web, events, token))
+        ttft.update(_queue_waits(ttft.pop("job_ids")))
         watchers = measure_watchers(plan, rig, events_process.pid, events, token, owner)
     finally:
         rig.close()
-        moto.terminate()
-        moto.wait(timeout=10)
-    report = {"mode": mode, "plan": plan.__dict__, "ttft": ttft, "watchers": watchers}
+        if moto is not None:
+            moto.terminate()
+            moto.wait(timeout=10)
+    report = {
+        "mode": mode,
+        "sqs": "fauxqs" if fauxqs else "moto",
+        "plan": plan.__dict__,
+        "ttft": ttft,
+        "watchers": watchers,
+    }
     (logdir / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -394,7 +442,7 @@ def print_report(report: dict[str, Any]) -> bool:
     ttft_ok = ttft["complete"] == ttft["jobs"] and ttft["with_delta"] == ttft["jobs"]
     watchers_ok = watchers["received_everything"] == watchers["watchers"]
     target = ttft["p95_ms"] is not None and ttft["p95_ms"] < 100
-    print(f"\n### Time to first visible token ({report['mode']})\n")
+    print(f"\n### Time to first visible token ({report['mode']}, SQS: {report['sqs']})\n")
     print("| jobs | rate (half capacity) | first-chunk delay | p50 ms | p95 ms | p99 ms | "
           "complete answers | p95 < 100 ms |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
@@ -403,6 +451,12 @@ def print_report(report: dict[str, Any]) -> bool:
         f"| {plan['latency'] * 1000:.0f} ms | {_ms(ttft['p50_ms'])} | {_ms(ttft['p95_ms'])} "
         f"| {_ms(ttft['p99_ms'])} | {ttft['complete']}/{ttft['jobs']} "
         f"(with deltas: {ttft['with_delta']}) | {'yes' if target else 'NO'} |"
+    )
+    print(
+        f"\nWhere it goes: POST → worker starts the job p50 {_ms(ttft['queue_wait_p50_ms'])} / "
+        f"p95 {_ms(ttft['queue_wait_p95_ms'])} ms (SQS, the worker's receive); the worker's "
+        f"XADD of the first word → the client p50 {_ms(ttft['delivery_p50_ms'])} / "
+        f"p95 {_ms(ttft['delivery_p95_ms'])} ms (Redis, the events process, the socket)."
     )
     print("\n### Watchers on one events process (uvicorn)\n")
     print("| watchers | every event to every watcher | deltas each | RSS idle → connected | "

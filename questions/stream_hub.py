@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -52,6 +53,7 @@ class _Job:
     last_id: str = "0"
     watchers: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    shared: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
     @property
     def ended(self) -> bool:
@@ -140,6 +142,14 @@ class StreamHub:
 class Watch:
     hub: StreamHub
     job: _Job
+
+    async def shared(self, name: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        """`load()` once for all watchers of this job (the stored job at its end: a thousand
+        watchers of one job cost one read, not a thousand)."""
+        future = self.job.shared.get(name)
+        if future is None:
+            future = self.job.shared[name] = asyncio.ensure_future(load())
+        return await asyncio.shield(future)
 
     async def read(self, *, after: str, timeout: float) -> list[Entry]:
         """Entries after `after`, waiting up to `timeout` seconds for the first; [] if none.

@@ -174,7 +174,7 @@ class JobEvents:
                     for entry in entries:
                         if entry.kind == "end":
                             # The row is stored before `end` is written: it is final now.
-                            final = await self._load()
+                            final = await watch.shared(f"final:{self.user.pk}", self._load)
                             if final is not None and final.is_finished:
                                 yield self._final(final, entry.id)
                                 return
