@@ -34,6 +34,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from redis.exceptions import RedisError
 from rest_framework.exceptions import NotFound, ValidationError
@@ -235,14 +236,14 @@ async def _close(events: Any) -> None:
 _LAST_EVENT_ID = OpenApiParameter(
     name="Last-Event-ID",
     location=OpenApiParameter.HEADER,
-    type={"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"},
+    type={"type": "string", "pattern": r"^(\d{1,20}-\d{1,20}|0|final)$"},
     required=False,
     description="Resume after this event (EventSource sends it when it reconnects).",
 )
 _LAST_EVENT_ID_QUERY = OpenApiParameter(
     name="last_event_id",
     location=OpenApiParameter.QUERY,
-    type={"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"},
+    type={"type": "string", "pattern": r"^(\d{1,20}-\d{1,20}|0|final)$"},
     required=False,
     description="The same as the Last-Event-ID header, for clients that cannot set headers.",
 )
@@ -251,19 +252,6 @@ _LAST_EVENT_ID_QUERY = OpenApiParameter(
 class QuestionEventsApi(APIView):
     """The job as Server-Sent Events: `status`, `delta`, then `done` / `failed` / `cancelled`."""
 
-    @extend_schema(
-        operation_id="questions_events",
-        parameters=[_LAST_EVENT_ID, _LAST_EVENT_ID_QUERY],
-        responses={
-            (200, "text/event-stream"): OpenApiResponse(
-                response={"type": "string"},
-                description="Server-Sent Events until the job is finished.",
-            ),
-            400: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
-            401: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
-            404: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
-        },
-    )
     def perform_content_negotiation(
         self, request: Request, force: bool = False
     ) -> tuple[BaseRenderer, str]:
@@ -272,6 +260,20 @@ class QuestionEventsApi(APIView):
         renderer = JSONRenderer()
         return renderer, renderer.media_type
 
+    @extend_schema(
+        operation_id="questions_events",
+        request=None,
+        parameters=[_LAST_EVENT_ID, _LAST_EVENT_ID_QUERY],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="Server-Sent Events until the job is finished.",
+            ),
+            400: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
+            401: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
+            404: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
+        },
+    )
     def get(self, request: Request, pk: Any) -> StreamingHttpResponse:
         after = parse_last_event_id(
             request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id")
