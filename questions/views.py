@@ -8,6 +8,7 @@ import math
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -15,6 +16,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from questions.accounts import api_token_get, api_token_regenerate
@@ -135,6 +137,21 @@ def history(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _refreshes(question: Question) -> bool:
+    """Whether the page should refresh itself (without JavaScript) to show what comes next."""
+    if not question.is_finished:
+        return True
+    # Stopped while running: its worker stores the partial answer within a second or two.
+    return (
+        question.status == Question.Status.CANCELLED
+        and question.started_at is not None
+        and not question.answer
+        and question.finished_at is not None
+        and (timezone.now() - question.finished_at).total_seconds()
+        < settings.QUESTIONS_EVENTS_CANCEL_GRACE
+    )
+
+
 @login_required
 @require_GET
 def detail(request: HttpRequest, pk: Any) -> HttpResponse:
@@ -142,7 +159,11 @@ def detail(request: HttpRequest, pk: Any) -> HttpResponse:
     return _page(
         request,
         "questions/detail.html",
-        {"question": question, "show_owner": bool(request.user.is_staff)},
+        {
+            "question": question,
+            "show_owner": bool(request.user.is_staff),
+            "refreshes": _refreshes(question),
+        },
         nav="history",
     )
 

@@ -209,3 +209,28 @@ def test_admin_stops_selected_jobs_and_skips_finished_ones(staff_user, user, que
     assert statuses == {queued.pk: "cancelled", running.pk: "cancelled", done.pk: "succeeded"}
     filtered = client.get("/admin/questions/question/?status__exact=cancelled")
     assert filtered.context["cl"].result_count == 2
+
+
+def test_a_job_stopped_while_running_refreshes_its_page_until_the_partial_answer_is_stored(
+    user, queues
+):
+    from django.utils import timezone
+
+    client = Client()
+    client.force_login(user)
+    job = QuestionFactory(owner=user, status="running", attempts=1, started_at=timezone.now())
+    question_cancel(question=job)
+    html = client.get(job.get_absolute_url()).content.decode()
+    assert "appears here in a moment" in html
+    assert 'http-equiv="refresh"' in html  # the worker is storing what was written
+    # Once stored (as the worker does), the page shows it and stops refreshing.
+    Question.objects.filter(pk=job.pk).update(answer="Partial **answer**")
+    from questions.cache import job_cache_delete
+
+    job_cache_delete(job.pk)
+    html = client.get(job.get_absolute_url()).content.decode()
+    assert "<strong>answer</strong>" in html and "Answer so far" in html
+    assert 'http-equiv="refresh"' not in html
+    # The history page and the API filter by the new status.
+    assert str(job.pk) in client.get("/questions/?status=cancelled").content.decode()
+    assert str(job.pk) not in client.get("/questions/?status=running").content.decode()

@@ -208,6 +208,10 @@
   }
 
   function start() {
+    hideRefreshHint();
+    // A finished job that still refreshes was stopped while running: the refresh brings its
+    // partial answer once the worker has stored it.
+    if (FINAL[currentStatus()]) { tick(); return; }
     // The server-side refresh is for pages whose script did not run; this one did.
     // window.stop() cancels it (removing the element alone does not); after `load` it has
     // nothing else to stop, since nothing of this script has started yet.
@@ -216,8 +220,6 @@
       window.stop();
       refresh.parentNode.removeChild(refresh);
     }
-    hideRefreshHint();
-    if (FINAL[currentStatus()]) { tick(); return; }
     bindStop();
     ticker = window.setInterval(tick, 200);
     tick();
