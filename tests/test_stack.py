@@ -26,7 +26,7 @@ from rest_framework.authtoken.models import Token
 
 from questions.models import Question
 from tests.otlp_receiver import OTLPReceiver
-from tests.sse import Event, open_stream, read_events
+from tests.sse import Event, iter_events, open_stream, read_events
 from tests.stack_configs import (
     COMPOSE_FILE,
     DASHBOARD,
@@ -383,6 +383,22 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
         used = set().union(*(promql_metric_names(expr) for expr in exprs))
         assert used and used <= offered, sorted(used - offered)
 
+        # Unbuffered: a watcher of a job the model takes 2 s over gets its first event at once.
+        fake_llm.enqueue({"latency": 2.0})
+        slow_id = http.post(
+            f"{nginx}/api/questions/", json={"question": "Slowly?"}, headers=headers, timeout=10
+        ).json()["id"]
+        connected = time.monotonic()
+        stream = open_stream(f"{nginx}/api/questions/{slow_id}/events", headers, timeout=20)
+        arrivals: list[tuple[float, str]] = []
+        for item in iter_events(stream):
+            if isinstance(item, Event):
+                arrivals.append((time.monotonic() - connected, item.event))
+                if item.event == "done":
+                    break
+        assert arrivals[0][1] == "status" and arrivals[0][0] < 1.0, arrivals
+        assert arrivals[-1][1] == "done" and arrivals[-1][0] > 1.5, arrivals
+        stream.close()
         processes.check_alive()
         assert processes.stop("worker") == 0
         total_seconds = time.monotonic() - started
