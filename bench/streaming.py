@@ -25,16 +25,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from bench.rig import ROOT, Rig, cpu_seconds, prepare_database, rss_kib, setup_django
-from tests.support import free_port, start_moto
-from tests.support import wait_until as wait_for
+# A database of its own: bench.run's rows (and its clean-ups) never meet these.
+os.environ.setdefault("BENCH_DATABASE", "questions_bench_streaming")
+
+from bench.rig import (  # noqa: E402
+    ROOT,
+    Rig,
+    cpu_seconds,
+    prepare_database,
+    rss_kib,
+    setup_django,
+)
+from tests.support import free_port, start_moto  # noqa: E402
+from tests.support import wait_until as wait_for  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -253,6 +266,7 @@ async def _watch(
     connect_seconds = time.monotonic() - connect_started
     await asyncio.sleep(1.0)  # settle before the idle sample
     rss_connected = rss_kib(events_pid)[0]
+    threads = _threads(events_pid)
     cpu_before = cpu_seconds(events_pid)
     streaming_started = time.monotonic()
     await asyncio.to_thread(question_enqueue, question_id=job_id)
@@ -264,6 +278,7 @@ async def _watch(
         "connect_seconds": connect_seconds,
         "rss_before_mib": rss_before / 1024,
         "rss_connected_mib": rss_connected / 1024,
+        "threads_connected": threads,
         "kib_per_watcher": (rss_connected - rss_before) / plan.watchers,
         "streaming_seconds": streaming_seconds,
         "cpu_streaming_s": cpu_streaming,
@@ -271,10 +286,18 @@ async def _watch(
     }
 
 
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
 def measure_watchers(
     plan: Plan, rig: Rig, events_pid: int, events: int, token: str, owner: Any
 ) -> dict[str, Any]:
     from django.db import connection
+    from django.utils import timezone
     from django_redis import get_redis_connection
 
     from questions.models import Question
@@ -283,7 +306,10 @@ def measure_watchers(
     rig.llm("configure", {"latency": plan.latency, "stream_interval": plan.watch_interval,
                           "answer": _answer(plan.watch_words)})  # fmt: skip
     # A job nobody has sent yet: every watcher connects before the first word.
-    job = Question.objects.create(owner=owner, text="One answer, many watchers?")
+    # enqueued_at set: the worker's requeue sweep would otherwise send an "unsent" job early.
+    job = Question.objects.create(
+        owner=owner, text="One answer, many watchers?", enqueued_at=timezone.now()
+    )
     connection.close()
     watchers, figures = asyncio.run(_watch(plan, str(job.pk), events_pid, events, token))
     stored = Question.objects.get(pk=job.pk)
@@ -349,13 +375,18 @@ def run(plan: Plan, mode: str) -> dict[str, Any]:
             DJANGO_SECURE_SSL_REDIRECT="false",
         )
         if fauxqs:
-            rig.start_services()  # fauxqs and the fake LLM
-        else:
             rig.start(
-                "fake-llm",
-                [sys.executable, "-m", "tests.llm_server", "--port", str(rig.llm_port)],
-                ready="fake LLM listening",
-            )
+                "fauxqs",
+                [shutil.which("node") or "node", str(ROOT / "bench" / "fauxqs_server.mjs"),
+                 "--port", str(rig.sqs_port)],
+                ready="fauxqs listening",
+            )  # fmt: skip
+        # tests.llm_server, which streams word by word (stream_interval) with a set answer.
+        rig.start(
+            "fake-llm",
+            [sys.executable, "-m", "tests.llm_server", "--port", str(rig.llm_port)],
+            ready="fake LLM listening",
+        )
         prepare_database(env)
         setup_django(env)
         from django.db import connection
@@ -460,13 +491,13 @@ def print_report(report: dict[str, Any]) -> bool:
     )
     print("\n### Watchers on one events process (uvicorn)\n")
     print("| watchers | every event to every watcher | deltas each | RSS idle → connected | "
-          "per watcher | CPU while streaming | last final after first |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "per watcher | threads | CPU while streaming | last final after first |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     print(
         f"| {watchers['watchers']} | {watchers['received_everything']}/{watchers['watchers']} "
         f"| {watchers['deltas_per_watcher']} "
         f"| {watchers['rss_before_mib']:.0f} → {watchers['rss_connected_mib']:.0f} MiB "
-        f"| {watchers['kib_per_watcher']:.1f} KiB "
+        f"| {watchers['kib_per_watcher']:.1f} KiB | {watchers['threads_connected']} "
         f"| {watchers['cpu_streaming_s']:.2f} s over {watchers['streaming_seconds']:.1f} s "
         f"({watchers['cpu_percent_streaming']:.0f}% of a core) "
         f"| {_ms(watchers['final_spread_ms'])} ms |"

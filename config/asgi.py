@@ -9,6 +9,7 @@ package for little use here (the job's own trace covers the work).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -17,4 +18,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 from config.telemetry import configure_telemetry  # noqa: E402
 
 configure_telemetry("questions-events")
-application = get_asgi_application()
+_django = get_asgi_application()
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Django's handler without its per-request thread.
+
+    Django runs each request's synchronous parts (middleware, the view that authenticates and
+    loads the job) in a thread of that request's own, which lives as long as the request: for
+    an event stream, the whole answer. A thousand watchers were a thousand idle threads (about
+    100 KiB each, measured by bench/streaming.py). Here those short synchronous parts share
+    asgiref's one thread instead; the streams themselves run on the event loop.
+    """
+    if scope["type"] != "http":
+        raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+    await _django.handle(scope, receive, send)

@@ -261,3 +261,16 @@ def test_session_auth_works_for_the_page(client, user):
     assert response.status_code == 200
     body = b"".join(response.streaming_content).decode()
     assert "event: done" in body and '"answer":"Yes."' in body
+
+
+def test_the_events_process_takes_the_pages_session_cookie(asgi_server, client, user):
+    job = QuestionFactory(owner=user, status="succeeded", answer="Yes.", finished_at=timezone.now())
+    client.force_login(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    response = open_stream(f"{asgi_server}/api/questions/{job.pk}/events", {"Cookie": cookie})
+    assert response.status == 200
+    events = _events(read_events(response))
+    assert [e.event for e in events] == ["status", "done"]
+    assert events[-1].json()["answer"] == "Yes."
+    # Without the cookie: 401, as JSON.
+    assert open_stream(f"{asgi_server}/api/questions/{job.pk}/events").status == 401

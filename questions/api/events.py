@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
@@ -123,6 +123,12 @@ class JobEvents:
         waited = (timezone.now() - question.finished_at).total_seconds()
         return waited < settings.QUESTIONS_EVENTS_CANCEL_GRACE
 
+    async def _final_event(self, event_id: str) -> bytes | None:
+        question = await self._load()
+        if question is None or not question.is_finished:
+            return None
+        return self._final(question, event_id)
+
     def _final(self, question: Question, event_id: str) -> bytes:
         data = QuestionOutputSerializer(question, context={"request": self.request}).data
         return sse(
@@ -175,9 +181,14 @@ class JobEvents:
                     for entry in entries:
                         if entry.kind == "end":
                             # The row is stored before `end` is written: it is final now.
-                            final = await watch.shared(f"final:{self.user.pk}", self._load)
-                            if final is not None and final.is_finished:
-                                yield self._final(final, entry.id)
+                            # Loaded and rendered once for every watcher of the job (per user:
+                            # visibility, and the URL in it, are theirs).
+                            final = await watch.shared(
+                                f"final:{self.user.pk}:{self.request.get_host()}:{entry.id}",
+                                lambda entry_id=entry.id: self._final_event(entry_id),
+                            )
+                            if final is not None:
+                                yield final
                                 return
                             after = entry.id
                             continue
@@ -283,9 +294,11 @@ class QuestionEventsApi(APIView):
             raise NotFound("No question with this id.")
         events = JobEvents(question=question, user=request.user, request=request, after=after)
         if isinstance(request._request, ASGIRequest):
-            # This request's thread ends with the stream, not with this view: let its
-            # database connection go now rather than hold one per watcher.
-            connection.close()
+            if SyncToAsync.thread_sensitive_context.get(None) is not None:
+                # Django's own ASGI handler: this request's thread ends with the stream, not
+                # with this view; let its database connection go now rather than hold one per
+                # watcher (config.asgi shares one thread, and its connection, instead).
+                connection.close()
             response = StreamingHttpResponse(aiter(events), content_type="text/event-stream")
         else:
             response = StreamingHttpResponse(iter(events), content_type="text/event-stream")
