@@ -304,9 +304,16 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
         events = [e for e in read_events(stream, until_final=False) if isinstance(e, Event)]
         assert [e.event for e in events] == ["status", "done"]
         assert events[-1].json()["answer"] == "That it all fits together."
-        access = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
-        sse_upstreams = {e["upstream_addr"] for e in access if e["uri"].endswith("/events")}
-        assert sse_upstreams == {f"127.0.0.1:{events_port}"}
+
+        def sse_upstreams() -> set[str]:
+            lines = (tmp_path / "access.log").read_text().splitlines()
+            entries = [json.loads(line) for line in lines]
+            return {e["upstream_addr"] for e in entries if e["uri"].endswith("/events")}
+
+        # nginx logs a request once it has ended, a moment after the client read the last byte.
+        assert wait_until(sse_upstreams, timeout=5, what="the access log line of the stream") == {
+            f"127.0.0.1:{events_port}"
+        }
 
         # --- Prometheus scraped the job metrics from the worker and both replicas
         def query(promql: str) -> list[dict[str, Any]]:
