@@ -15,7 +15,7 @@ RUN pip install -r requirements.txt
 COPY . .
 # Bytecode now: at run time the code is read-only to the process.
 RUN python -m compileall -q config questions manage.py
-# Static files for nginx (ManifestStaticFilesStorage needs the manifest in this image too).
+# Static files: hashed and compressed (WhiteNoise serves them from this image; nginx has a copy).
 RUN DJANGO_SETTINGS_MODULE=config.settings.production \
     DJANGO_SECRET_KEY=collectstatic-only-not-a-runtime-key \
     OTEL_SDK_DISABLED=true \

@@ -43,10 +43,12 @@ bench-deps: venv
 bench: bench-deps
 	scripts/ensure-system.sh
 	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.streaming
 
 bench-quick: bench-deps
 	scripts/ensure-system.sh
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
+	$(PY) -m bench.streaming --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts .run

@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from questions.limits import Limits, limits_of
 from questions.models import ApiToken, Question, UserQuota, UserSpend
 from questions.selectors import user_spend_list
-from questions.services import question_retry
+from questions.services import QuestionAlreadyFinished, question_cancel, question_retry
 
 CSV_COLUMNS = (
     "id",
@@ -109,7 +109,7 @@ class QuestionAdmin(admin.ModelAdmin):
     list_select_related = ("owner",)
     list_per_page = 50
     ordering = ("-created_at",)
-    actions = ("retry_failed", "export_csv")
+    actions = ("retry_failed", "stop_jobs", "export_csv")
     fieldsets = (
         (None, {"fields": ("id", "owner", "text", "status")}),
         ("Outcome", {"fields": ("answer", "error", "model", "attempts")}),
@@ -182,6 +182,30 @@ class QuestionAdmin(admin.ModelAdmin):
             self.message_user(
                 request,
                 f"{skipped} selected job{'s were' if skipped != 1 else ' was'} not failed "
+                "and left as is.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Stop selected jobs", permissions=["change"])
+    def stop_jobs(self, request: HttpRequest, queryset: QuerySet[Question]) -> None:
+        stopped = skipped = 0
+        for question in queryset:
+            try:
+                question_cancel(question=question)
+            except QuestionAlreadyFinished:
+                skipped += 1
+            else:
+                stopped += 1
+        if stopped:
+            self.message_user(
+                request,
+                f"{stopped} job{'s' if stopped != 1 else ''} stopped.",
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} selected job{'s were' if skipped != 1 else ' was'} already finished "
                 "and left as is.",
                 messages.WARNING,
             )

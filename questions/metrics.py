@@ -26,6 +26,11 @@ JOBS_REQUEUED = Counter(
 JOBS_FINISHED = Counter(
     "questions_jobs_finished_total", "Jobs that reached a final state.", ["outcome"]
 )
+JOBS_CANCELLED = Counter(
+    "questions_jobs_cancelled_total",
+    "Jobs stopped by their asker or staff (Stop), by the status they had.",
+    ["previous_status"],
+)
 JOB_RETRIES = Counter(
     "questions_job_retries_total", "LLM attempts that will be retried.", ["reason"]
 )
@@ -92,3 +97,10 @@ def record_llm_cost(*, model: str, cost: Decimal | None) -> None:
     """Count what a finished job's LLM call cost; call it once, when the cost is stored."""
     if cost:
         LLM_COST.labels(model=priced_model_name(model)).inc(float(cost))
+
+
+EVENTS_WATCHERS = Gauge(
+    "questions_events_watchers",
+    "Server-Sent Events streams of jobs open now in this process.",
+    multiprocess_mode="livesum",
+)

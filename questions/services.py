@@ -25,6 +25,7 @@ from questions.limits import ask_limits_check, lock_owner, rate_slot_take
 from questions.llm.client import Completion
 from questions.models import Question
 from questions.pricing import completion_cost
+from questions.streams import stream_append_sync
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -370,6 +371,68 @@ def question_store_cancelled(*, question: Question, completion: Completion) -> b
     metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
     job_cache_set(question)
     return True
+
+
+class QuestionAlreadyFinished(Exception):
+    """Stop was asked of a job that has already reached a final state."""
+
+    def __init__(self, question: Question) -> None:
+        super().__init__(f"The job is already {question.status}.")
+        self.question = question
+
+
+def question_cancel(*, question: Question) -> Question:
+    """Stop: a queued or running job becomes cancelled at once; returns the cancelled row.
+
+    A queued job is never sent to the LLM (question_claim takes only queued jobs). A running
+    job's worker sees the status within a second, closes the provider stream, stores the
+    partial answer and its tokens on the cancelled row and writes the stream's `end`. For a
+    queued job no worker will, so the `end` is written here. Raises QuestionAlreadyFinished
+    for a job that is already finished.
+    """
+    # Two conditional UPDATEs rather than one, to know what the job was; a retry moving it
+    # running -> queued between them is caught by the next round.
+    for _ in range(3):
+        for previous in (Status.QUEUED, Status.RUNNING):
+            now = timezone.now()
+            updated = Question.objects.filter(pk=question.pk, status=previous).update(
+                status=Status.CANCELLED, finished_at=now, claim_expires_at=None
+            )
+            if updated:
+                return _cancelled(question, previous=previous, now=now)
+        current = Question.objects.filter(pk=question.pk).first()
+        if current is None or current.is_finished:
+            raise QuestionAlreadyFinished(current or question)
+    raise QuestionAlreadyFinished(question)  # pragma: no cover - a job retried in a tight loop
+
+
+def _cancelled(question: Question, *, previous: str, now: datetime) -> Question:
+    question.status = Status.CANCELLED
+    question.finished_at = now
+    question.claim_expires_at = None
+    metrics.JOBS_CANCELLED.labels(previous_status=previous).inc()
+    logger.info("job cancelled", extra={"job_id": str(question.pk), "previous_status": previous})
+    if previous == Status.QUEUED:
+        # Final now: count and cache it, and tell the watchers (no worker will; the worker of
+        # a running job counts it when it has stored the partial answer).
+        metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
+        transaction.on_commit(partial(job_cache_set, question))
+        transaction.on_commit(partial(_stream_end_best_effort, question.pk, Status.CANCELLED))
+    else:
+        # The worker is about to store the partial answer on this row; it caches it then.
+        transaction.on_commit(partial(job_cache_delete, question.pk))
+    return question
+
+
+def _stream_end_best_effort(question_id: object, status: str) -> None:
+    try:
+        stream_append_sync(question_id, [("end", status)])
+    except Exception as exc:
+        # Watchers then learn it from the row (they check it on every keepalive).
+        logger.warning(
+            "could not write the end of the job's stream",
+            extra={"job_id": str(question_id), "error": type(exc).__name__},
+        )
 
 
 def question_retry(*, question: Question) -> bool:

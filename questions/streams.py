@@ -102,3 +102,10 @@ async def stream_read(
                     entries.append(Entry(id=entry_id, kind=kind, value=fields[kind]))
                     break
     return entries
+
+
+async def close_async_redis() -> None:
+    """Close the running loop's client (a loop that ends with its work, as WSGI's SSE does)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()

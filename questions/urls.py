@@ -11,5 +11,6 @@ urlpatterns = [
     path("questions/", views.history, name="history"),
     path("questions/<uuid:pk>/", views.detail, name="detail"),
     path("questions/<uuid:pk>/live/", views.live, name="live"),
+    path("questions/<uuid:pk>/cancel/", views.cancel, name="cancel"),
     path("account/token/", views.token, name="token"),
 ]

@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -17,7 +18,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from questions.accounts import api_token_create, api_token_list, api_token_revoke
 from questions.forms import AskForm, HistoryFilterForm, TokenCreateForm, TokenRevokeForm
@@ -25,7 +26,12 @@ from questions.limits import AskRefused
 from questions.llm.client import llm_is_demo
 from questions.models import Question
 from questions.selectors import question_get, question_list
-from questions.services import IdempotencyKeyReused, question_create
+from questions.services import (
+    IdempotencyKeyReused,
+    QuestionAlreadyFinished,
+    question_cancel,
+    question_create,
+)
 from questions.templatetags.question_tags import status_label
 
 HISTORY_PAGE_SIZE = 20
@@ -139,6 +145,21 @@ def history(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _refreshes(question: Question) -> bool:
+    """Whether the page should refresh itself (without JavaScript) to show what comes next."""
+    if not question.is_finished:
+        return True
+    # Stopped while running: its worker stores the partial answer within a second or two.
+    return (
+        question.status == Question.Status.CANCELLED
+        and question.started_at is not None
+        and not question.answer
+        and question.finished_at is not None
+        and (timezone.now() - question.finished_at).total_seconds()
+        < settings.QUESTIONS_EVENTS_CANCEL_GRACE
+    )
+
+
 @login_required
 @require_GET
 def detail(request: HttpRequest, pk: Any) -> HttpResponse:
@@ -146,9 +167,27 @@ def detail(request: HttpRequest, pk: Any) -> HttpResponse:
     return _page(
         request,
         "questions/detail.html",
-        {"question": question, "show_owner": bool(request.user.is_staff)},
+        {
+            "question": question,
+            "show_owner": bool(request.user.is_staff),
+            "refreshes": _refreshes(question),
+        },
         nav="history",
     )
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest, pk: Any) -> HttpResponse:
+    """The page's Stop button (a plain form: it works without JavaScript)."""
+    question = _visible_question(request, pk)
+    try:
+        question_cancel(question=question)
+    except QuestionAlreadyFinished as exc:
+        messages.info(request, f"The question was already {status_label(exc.question.status)}.")
+    else:
+        messages.success(request, "Stopped. Whatever the model had written is kept below.")
+    return redirect(question)
 
 
 @require_GET

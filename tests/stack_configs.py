@@ -22,13 +22,23 @@ PROMETHEUS_YML = ROOT / "observability" / "prometheus.yml"
 DASHBOARD = ROOT / "observability" / "grafana" / "dashboards" / "questions.json"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
-_DIRECTIVE = re.compile(r"^(\s*)(\S+)\s+(\S+)(.*?);\s*#\s*(path|upstream|listen)\s*$")
+_DIRECTIVE = re.compile(
+    r"^(\s*)(\S+)\s+(\S+)(.*?);\s*#\s*(path|upstream|events-upstream|listen)\s*$"
+)
 
 
 def render_nginx_conf(
-    *, workdir: Path, listen: str, upstreams: Sequence[str], static_root: Path
+    *,
+    workdir: Path,
+    listen: str,
+    upstreams: Sequence[str],
+    static_root: Path,
+    events_upstreams: Sequence[str] | None = None,
 ) -> Path:
-    """nginx/nginx.conf with loopback upstreams, a loopback listen and paths under `workdir`."""
+    """nginx/nginx.conf with loopback upstreams, a loopback listen and paths under `workdir`.
+
+    `events_upstreams` are the events (ASGI) processes; without them, the web replicas stand in.
+    """
     paths: Mapping[str, str] = {
         "pid": str(workdir / "nginx.pid"),
         "error_log": str(workdir / "error.log"),
@@ -37,7 +47,7 @@ def render_nginx_conf(
         "alias": f"{static_root}/",
     }
     out: list[str] = []
-    seen: dict[str, int] = {"path": 0, "upstream": 0, "listen": 0}
+    seen: dict[str, int] = {"path": 0, "upstream": 0, "events-upstream": 0, "listen": 0}
     for line in NGINX_CONF.read_text().splitlines():
         match = _DIRECTIVE.match(line)
         if not match:
@@ -49,9 +59,12 @@ def render_nginx_conf(
             out.append(f"{indent}{directive} {paths[directive]}{rest};")
         elif marker == "listen":
             out.append(f"{indent}listen {listen};")
+        elif marker == "events-upstream":
+            addresses = events_upstreams or upstreams
+            out.extend(f"{indent}server {address}{rest};" for address in addresses)
         elif seen["upstream"] == 1:  # the first upstream line stands for all of them
             out.extend(f"{indent}server {address}{rest};" for address in upstreams)
-    assert seen == {"path": len(paths), "upstream": 2, "listen": 1}, (
+    assert seen == {"path": len(paths), "upstream": 2, "events-upstream": 1, "listen": 1}, (
         f"nginx/nginx.conf changed shape; update tests/stack_configs.py: {seen}"
     )
     if os.geteuid() == 0:

@@ -115,18 +115,18 @@ def compose() -> dict:
 def test_compose_topology(compose: dict) -> None:
     services = compose["services"]
     expected = {
-        "nginx", "web1", "web2", "worker", "migrate", "postgres", "redis", "localstack",
+        "nginx", "web1", "web2", "events", "worker", "migrate", "postgres", "redis", "localstack",
         "otel-collector", "prometheus", "tempo", "loki", "promtail", "grafana",
     }  # fmt: skip
     assert expected <= set(services)
     # One image for web and worker, started in exec form.
-    assert {services[name]["image"] for name in ("web1", "web2", "worker", "migrate")} == {
-        "questions-app:latest"
-    }
-    for name in ("web1", "web2", "worker", "migrate"):
+    assert {
+        services[name]["image"] for name in ("web1", "web2", "events", "worker", "migrate")
+    } == {"questions-app:latest"}
+    for name in ("web1", "web2", "events", "worker", "migrate"):
         assert isinstance(services[name]["command"], list), name
     # Migrations run once, before the app.
-    for name in ("web1", "web2", "worker"):
+    for name in ("web1", "web2", "events", "worker"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["postgres"]["condition"] == "service_healthy"
@@ -134,6 +134,7 @@ def test_compose_topology(compose: dict) -> None:
         assert "healthcheck" in services[name]
     assert services["nginx"]["depends_on"]["web1"]["condition"] == "service_healthy"
     assert services["nginx"]["depends_on"]["web2"]["condition"] == "service_healthy"
+    assert services["nginx"]["depends_on"]["events"]["condition"] == "service_healthy"
 
 
 def _seconds(value: str) -> int:

@@ -151,8 +151,10 @@ def test_asking_records_the_question_and_shows_it_queued(user):
     assert b"Question received" in detail.content
     assert b"What is SQS?" in detail.content
     assert b'data-job-status="queued"' in detail.content
-    # Without JavaScript the page refreshes itself while the job runs.
-    assert b'<noscript><meta http-equiv="refresh"' in detail.content
+    # Without JavaScript (or its script) the page refreshes itself while the job runs, and
+    # says so with a link; static/js/job.js cancels both.
+    assert b'<meta http-equiv="refresh" content="3" data-server-refresh>' in detail.content
+    assert b"Refresh now</a>" in detail.content
 
 
 def test_submitting_the_same_form_twice_records_one_question(user):
@@ -211,7 +213,7 @@ def test_the_detail_page_shows_answer_model_timings_and_tokens(user):
     assert "19 (12 in, 7 out)" in content
     assert "Answered" in content
     assert "2.0 s" in content
-    assert "noscript" not in content  # finished: no self-refresh
+    assert 'http-equiv="refresh"' not in content  # finished: no self-refresh
     assert "Asked by" not in content  # the owner sees no owner column
 
 

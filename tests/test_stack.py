@@ -21,11 +21,14 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from questions.accounts import api_token_create
 from questions.models import Question
 from tests.otlp_receiver import OTLPReceiver
+from tests.sse import Event, iter_events, open_stream, read_events
 from tests.stack_configs import (
+    COMPOSE_FILE,
     DASHBOARD,
     dashboard_exprs,
     exposition_names,
@@ -136,6 +139,7 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
     token = api_token_create(user=user, name="tests").key
     web_ports = [free_port(), free_port()]
     worker_port, nginx_port, prometheus_port = free_port(), free_port(), free_port()
+    events_port = free_port()
 
     with OTLPReceiver() as otlp:
         production = child_env(
@@ -165,6 +169,19 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
                     "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id=web{index}",
                 },
             )
+        # The events process, started as docker-compose.yml starts it (its command, our port).
+        compose_events = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["events"]["command"]
+        events_command = [
+            arg if not arg.startswith(("--host=", "--port=")) else
+            ("--host=127.0.0.1" if arg.startswith("--host=") else f"--port={events_port}")
+            for arg in compose_events
+        ]  # fmt: skip
+        assert events_command[0] == "uvicorn"
+        processes.start(
+            "events",
+            [sys.executable, "-m", *events_command],
+            env={**production, "OTEL_SERVICE_NAME": "questions-events"},
+        )
         worker_log = processes.start(
             "worker",
             [
@@ -187,6 +204,7 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
             listen=f"127.0.0.1:{nginx_port}",
             upstreams=[f"127.0.0.1:{port}" for port in web_ports],
             static_root=ROOT / "staticfiles",
+            events_upstreams=[f"127.0.0.1:{events_port}"],
         )
         processes.start(
             "nginx",
@@ -199,6 +217,7 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
                 "prometheus": [f"127.0.0.1:{prometheus_port}"],
                 "web": [f"127.0.0.1:{port}" for port in web_ports],
                 "worker": [f"127.0.0.1:{worker_port}"],
+                "events": [f"127.0.0.1:{events_port}"],
             },
         )
         processes.start(
@@ -214,7 +233,12 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
         prometheus = f"http://127.0.0.1:{prometheus_port}"
         web_metrics = [f"http://127.0.0.1:{port}/metrics" for port in web_ports]
         worker_metrics = f"http://127.0.0.1:{worker_port}/metrics"
-        for url in [*(u.replace("/metrics", "/healthz") for u in web_metrics), worker_metrics]:
+        events_metrics = f"http://127.0.0.1:{events_port}/metrics"
+        for url in [
+            *(u.replace("/metrics", "/healthz") for u in web_metrics),
+            worker_metrics,
+            events_metrics,
+        ]:
             wait_until(_reachable(http, url), timeout=40, interval=0.2, what=url)
         wait_until(_reachable(http, f"{nginx}/healthz"), timeout=10, interval=0.1, what="nginx")
         wait_until(_reachable(http, f"{prometheus}/-/ready"), timeout=20, what="prometheus")
@@ -271,6 +295,25 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
         assert static.status_code == 200
         assert "immutable" in static.headers["Cache-Control"]
         assert "X-Request-ID" not in static.headers  # not proxied: nginx answered itself
+
+        # --- Server-Sent Events through nginx, served by the events process (uvicorn)
+        stream = open_stream(f"{nginx}/api/questions/{job_id}/events", headers, timeout=10)
+        assert stream.status == 200
+        assert stream.getheader("Content-Type").startswith("text/event-stream")
+        # To the end of the body: the stream closes after its final event.
+        events = [e for e in read_events(stream, until_final=False) if isinstance(e, Event)]
+        assert [e.event for e in events] == ["status", "done"]
+        assert events[-1].json()["answer"] == "That it all fits together."
+
+        def sse_upstreams() -> set[str]:
+            lines = (tmp_path / "access.log").read_text().splitlines()
+            entries = [json.loads(line) for line in lines]
+            return {e["upstream_addr"] for e in entries if e["uri"].endswith("/events")}
+
+        # nginx logs a request once it has ended, a moment after the client read the last byte.
+        assert wait_until(sse_upstreams, timeout=5, what="the access log line of the stream") == {
+            f"127.0.0.1:{events_port}"
+        }
 
         # --- Prometheus scraped the job metrics from the worker and both replicas
         def query(promql: str) -> list[dict[str, Any]]:
@@ -341,12 +384,28 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
 
         # --- every metric the dashboard reads exists in a running process's /metrics
         offered = exposition_names(http.get(worker_metrics, timeout=5).text)
-        for url in web_metrics:
+        for url in [*web_metrics, events_metrics]:
             offered |= exposition_names(http.get(url, timeout=5).text)
         exprs = dashboard_exprs(json.loads(DASHBOARD.read_text()))
         used = set().union(*(promql_metric_names(expr) for expr in exprs))
         assert used and used <= offered, sorted(used - offered)
 
+        # Unbuffered: a watcher of a job the model takes 2 s over gets its first event at once.
+        fake_llm.enqueue({"latency": 2.0})
+        slow_id = http.post(
+            f"{nginx}/api/questions/", json={"question": "Slowly?"}, headers=headers, timeout=10
+        ).json()["id"]
+        connected = time.monotonic()
+        stream = open_stream(f"{nginx}/api/questions/{slow_id}/events", headers, timeout=20)
+        arrivals: list[tuple[float, str]] = []
+        for item in iter_events(stream):
+            if isinstance(item, Event):
+                arrivals.append((time.monotonic() - connected, item.event))
+                if item.event == "done":
+                    break
+        assert arrivals[0][1] == "status" and arrivals[0][0] < 1.0, arrivals
+        assert arrivals[-1][1] == "done" and arrivals[-1][0] > 1.5, arrivals
+        stream.close()
         processes.check_alive()
         assert processes.stop("worker") == 0
         total_seconds = time.monotonic() - started

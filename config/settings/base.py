@@ -268,6 +268,19 @@ OPENAI_RATE_LIMITS = parse_rate_limits(
 OPENAI_RATE_LIMIT_PROCESSES = env_int("OPENAI_RATE_LIMIT_PROCESSES", default=2)
 require_min("OPENAI_RATE_LIMIT_PROCESSES", OPENAI_RATE_LIMIT_PROCESSES, 1)
 
+# --- Server-Sent Events of a job (questions.api.events) and the static files the app serves.
+# A `: keepalive` comment after this many idle seconds (under nginx's proxy_read_timeout).
+QUESTIONS_EVENTS_KEEPALIVE = env_float("QUESTIONS_EVENTS_KEEPALIVE", default=15.0)
+# A quiet stream looks for the finished job in the Redis cache this often (the row: at keepalives).
+QUESTIONS_EVENTS_CHECK_INTERVAL = env_float("QUESTIONS_EVENTS_CHECK_INTERVAL", default=2.0)
+# With Redis down, a watcher polls the job row this often instead.
+QUESTIONS_EVENTS_POLL_INTERVAL = env_float("QUESTIONS_EVENTS_POLL_INTERVAL", default=1.0)
+# A job stopped while running ends its watchers' streams when its worker has stored the partial
+# answer (the stream's `end`), or after this many seconds if that never comes.
+QUESTIONS_EVENTS_CANCEL_GRACE = env_float("QUESTIONS_EVENTS_CANCEL_GRACE", default=5.0)
+# The reconnection delay EventSource is told to use (the `retry:` field), in milliseconds.
+QUESTIONS_EVENTS_RETRY_MS = env_int("QUESTIONS_EVENTS_RETRY_MS", default=2000)
+
 # --- Observability. The admin links a job's trace id to this URL ("{trace_id}" is replaced),
 # e.g. Grafana's Explore view of Tempo (docker-compose.yml sets one); unset: no link.
 TRACE_URL_TEMPLATE = env_optional("TRACE_URL_TEMPLATE")

@@ -7,7 +7,7 @@ from django.core.exceptions import ImproperlyConfigured
 from config.env import env_bool, env_int
 
 from .base import *  # noqa: F403
-from .base import SECRET_KEY
+from .base import MIDDLEWARE, SECRET_KEY
 
 MIN_SECRET_KEY_LENGTH = 50
 # Words of the placeholders in .env.example, compose and local settings, and of the usual ones.
@@ -37,7 +37,17 @@ SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Static files served by the app itself (WhiteNoise), so the page is styled and scripted
+# wherever it runs, gunicorn alone included; nginx may still serve /static/ in front (compose).
+# Hashed names (collectstatic at image build), gzip copies, and a far-future
+# Cache-Control on hashed files (WhiteNoise marks them immutable).
+MIDDLEWARE = [*MIDDLEWARE]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }

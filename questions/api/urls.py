@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from django.urls import path
 
-from questions.api.views import QuestionDetailApi, QuestionListCreateApi
+from questions.api.events import QuestionEventsApi
+from questions.api.views import QuestionCancelApi, QuestionDetailApi, QuestionListCreateApi
 
 app_name = "api"
 
 urlpatterns = [
     path("questions/", QuestionListCreateApi.as_view(), name="question-list"),
     path("questions/<uuid:pk>/", QuestionDetailApi.as_view(), name="question-detail"),
+    path("questions/<uuid:pk>/events", QuestionEventsApi.as_view(), name="question-events"),
+    path("questions/<uuid:pk>/cancel", QuestionCancelApi.as_view(), name="question-cancel"),
 ]

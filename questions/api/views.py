@@ -17,7 +17,12 @@ from questions.api.serializers import (
     QuestionPageSerializer,
 )
 from questions.selectors import question_get, question_list
-from questions.services import IdempotencyKeyReused, question_create
+from questions.services import (
+    IdempotencyKeyReused,
+    QuestionAlreadyFinished,
+    question_cancel,
+    question_create,
+)
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
@@ -53,6 +58,12 @@ def _idempotency_key(request: Request) -> str | None:
             {"Idempotency-Key": [f"Must be 1..{IDEMPOTENCY_KEY_MAX_LENGTH} printable characters."]}
         )
     return key
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the resource's current state."
+    default_code = "conflict"
 
 
 class QuestionListCreateApi(APIView):
@@ -114,3 +125,27 @@ class QuestionDetailApi(APIView):
         if question is None:
             raise NotFound("No question with this id.")
         return Response(QuestionOutputSerializer(question, context={"request": request}).data)
+
+
+class QuestionCancelApi(APIView):
+    """Stop: a queued or running job becomes cancelled (a running one keeps its partial answer)."""
+
+    @extend_schema(
+        operation_id="questions_cancel",
+        request=None,
+        responses={202: QuestionOutputSerializer, 401: _ERROR, 404: _ERROR, 409: _ERROR},
+    )
+    def post(self, request: Request, pk: Any) -> Response:
+        question = question_get(question_id=pk, user=request.user)
+        if question is None:
+            raise NotFound("No question with this id.")
+        try:
+            question = question_cancel(question=question)
+        except QuestionAlreadyFinished as exc:
+            raise Conflict(
+                f"The job is already {exc.question.status}; only a queued or running job "
+                "can be stopped.",
+                code="already_finished",
+            ) from exc
+        data = QuestionOutputSerializer(question, context={"request": request}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED)
