@@ -390,8 +390,8 @@ def run(plan: Plan, mode: str) -> dict[str, Any]:
         prepare_database(env)
         setup_django(env)
         from django.db import connection
-        from rest_framework.authtoken.models import Token
 
+        from questions.accounts import api_token_create
         from questions.sqs.queues import queues_create
         from tests.factories import UserFactory
 
@@ -401,7 +401,7 @@ def run(plan: Plan, mode: str) -> dict[str, Any]:
             visibility_timeout=60, max_receive_count=10,
         )  # fmt: skip
         owner = UserFactory(username=f"stream-bench-{suffix}")
-        token = Token.objects.create(user=owner).key
+        token = api_token_create(user=owner, name="bench").key
         connection.close()
         web, events = free_port(), free_port()
         rig.start(
