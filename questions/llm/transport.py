@@ -4,12 +4,14 @@ Before each request httpcore checks every idle pooled connection with
 `get_extra_info("is_readable")`, which on the AnyIO backend rebuilds the stream's whole attribute
 table (and calls getpeername) each time: with hundreds of calls in flight that scan cost more
 CPU than the rest of a job. This backend wraps the default one and answers that one question
-from the socket it kept, with the same poll httpcore itself uses.
+from the socket it kept, with the same poll httpcore itself uses, at most every 50 ms per
+connection.
 """
 
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,11 +19,15 @@ import httpcore2
 from httpcore2._backends.auto import AutoBackend
 from httpcore2._utils import is_socket_readable
 
+_CHECK_EVERY = 0.05
+
 
 class _Stream(httpcore2.AsyncNetworkStream):
     def __init__(self, inner: httpcore2.AsyncNetworkStream) -> None:
         self._inner = inner
         self._socket = inner.get_extra_info("socket")
+        self._checked_at = 0.0
+        self._readable = False
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return await self._inner.read(max_bytes, timeout)
@@ -42,7 +48,13 @@ class _Stream(httpcore2.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
-            return is_socket_readable(self._socket)
+            # The pool asks for every idle connection before every request: a fresh answer
+            # every 50 ms is enough to notice a server that closed it.
+            now = time.monotonic()
+            if now - self._checked_at >= _CHECK_EVERY:
+                self._checked_at = now
+                self._readable = is_socket_readable(self._socket)
+            return self._readable
         if info == "socket":
             return self._socket
         return self._inner.get_extra_info(info)
