@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from asgiref.sync import async_to_sync
+from django.utils import timezone
 
+from questions.answer_stream import stash_put
 from questions.answering import question_answer
+from questions.llm.client import Completion
 from questions.models import Question
 from questions.sqs.exceptions import DeadLetter, RetryLater
 from tests.factories import QuestionFactory
@@ -70,13 +75,6 @@ def test_messages_that_name_no_job_are_dead_letters(db):
 def test_a_job_claimed_again_with_a_stashed_answer_is_finished_from_it_without_a_call(
     user, fake_llm
 ):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from questions.answer_stream import stash_put
-    from questions.llm.client import Completion
-
     # Its worker was paid for the answer, then lost PostgreSQL before storing it, and died.
     question = QuestionFactory(
         owner=user,

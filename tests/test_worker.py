@@ -18,7 +18,7 @@ import pytest
 from django.utils import timezone
 
 from questions.models import Question
-from questions.services import question_create, question_enqueue
+from questions.services import question_create, question_enqueue, questions_requeue
 from questions.sqs.client import get_sqs_client
 from questions.sqs.worker import Worker
 from tests.factories import QuestionFactory
@@ -240,8 +240,6 @@ def test_heartbeat_keeps_a_long_job_invisible_and_stops_when_it_ends(
 
 
 def test_the_requeue_sweep_sends_in_batches_of_ten(user, queues):
-    from questions.services import questions_requeue
-
     old = timezone.now() - timedelta(days=1)
     Question.objects.bulk_create(
         Question(owner=user, text=f"Never sent {i}?", created_at=old) for i in range(25)

@@ -13,6 +13,9 @@ from django.db import connection
 from django.utils import timezone
 
 from questions.models import Question
+from questions.sqs.client import get_sqs_client
+from questions.sqs.messages import encode_message
+from questions.tasks import answer_question
 from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,10 +34,6 @@ def ask_many(user: Any, count: int) -> list[Question]:
 
 
 def enqueue_all(queues: Any, questions: list[Question]) -> None:
-    from questions.sqs.client import get_sqs_client
-    from questions.sqs.messages import encode_message
-    from questions.tasks import answer_question
-
     client = get_sqs_client()
     for start in range(0, len(questions), 10):
         client.send_message_batch(

@@ -25,6 +25,7 @@ from django.conf import settings
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from questions.llm import transport
 from questions.metrics import LLM_LATENCY, LLM_TOKENS
 
 DEMO_MODEL = "demo (offline, not a real LLM)"
@@ -101,6 +102,7 @@ class OpenAIClient:
             timeout=timeout,
             max_retries=0,
         )
+        transport.install(self._sdk._client)
         self._url = f"{str(self._sdk.base_url).rstrip('/')}/chat/completions"
         self._headers = {
             "Authorization": f"Bearer {self._sdk.api_key}",
