@@ -48,7 +48,8 @@ token=${token_line#API token: }
 
 setsid $PY manage.py runserver "127.0.0.1:$PORT" --noreload &
 pids+=($!)
-setsid $PY manage.py run_sqs_worker --concurrency 4 --wait-time 5 &
+# One worker process: SQLite takes one writer at a time.
+setsid $PY manage.py run_sqs_worker --processes 1 --concurrency 4 --wait-time 5 &
 pids+=($!)
 
 cat <<MSG
