@@ -19,6 +19,6 @@ urlpatterns = [
     path("", include("questions.urls")),
 ]
 
-handler400 = "questions.api.errors.bad_request"
-handler404 = "questions.api.errors.page_not_found"
-handler500 = "questions.api.errors.server_error"
+handler400 = "questions.web.errors.bad_request"
+handler404 = "questions.web.errors.page_not_found"
+handler500 = "questions.web.errors.server_error"
