@@ -22,10 +22,10 @@ from opentelemetry import trace
 from questions import metrics
 from questions.cache import job_cache_delete, job_cache_set
 from questions.limits import ask_limits_check, lock_owner, rate_slot_take
+from questions.live.streams import stream_append_sync
 from questions.llm.client import Completion
 from questions.models import Question
 from questions.pricing import completion_cost
-from questions.streams import stream_append_sync
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser

@@ -14,7 +14,7 @@ DOMAIN = (
     "questions.tasks",
     "questions.models",
     "questions.answering",
-    "questions.dbpool",
+    "questions.worker.dbpool",
 )
 
 

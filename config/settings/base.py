@@ -137,7 +137,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 # --- REST API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "questions.authentication.CachedTokenAuthentication",
+        "questions.api.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -207,7 +207,8 @@ for _name in (
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1.")
 
-# --- The answer stream of a running job (questions.streams): Redis streams read by the SSE view.
+# --- The answer stream of a running job (questions.live.streams): Redis streams the SSE view
+# reads.
 QUESTIONS_STREAM_TTL = env_int("QUESTIONS_STREAM_TTL", default=3600)
 QUESTIONS_STREAM_MAX_ENTRIES = env_int("QUESTIONS_STREAM_MAX_ENTRIES", default=20000)
 QUESTIONS_STREAM_REDIS_TIMEOUT = env_float("QUESTIONS_STREAM_REDIS_TIMEOUT", default=0.5)
@@ -323,8 +324,8 @@ TRUSTED_PROXIES = env_networks("DJANGO_TRUSTED_PROXIES")
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", default=900))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_CLIENT_IP_CALLABLE = "questions.client_ip.client_ip"
-AXES_LOCKOUT_CALLABLE = "questions.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "questions.web.client_ip.client_ip"
+AXES_LOCKOUT_CALLABLE = "questions.web.lockout.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 # A lockout ends when its time is up, however many more guesses came in meanwhile.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False

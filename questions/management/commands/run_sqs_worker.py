@@ -10,12 +10,12 @@ from django.core.management.base import BaseCommand, CommandParser
 from prometheus_client import start_http_server
 
 from config.telemetry import configure_telemetry
-from questions.dbpool import shutdown_db_pool
 from questions.management.commands._options import int_range, non_negative_float
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
 from questions.tasks import DEFAULT_MAX_ATTEMPTS
-from questions.worker_chores import queue_depth_chore, requeue_chore
-from questions.worker_supervisor import Supervisor, child_command
+from questions.worker.chores import queue_depth_chore, requeue_chore
+from questions.worker.dbpool import shutdown_db_pool
+from questions.worker.supervisor import Supervisor, child_command
 
 logger = logging.getLogger("questions.worker")
 

@@ -21,7 +21,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from questions.accounts import api_token_create, api_token_list, api_token_revoke
-from questions.forms import AskForm, HistoryFilterForm, TokenCreateForm, TokenRevokeForm
 from questions.limits import AskRefused
 from questions.llm.client import llm_is_demo
 from questions.models import Question
@@ -34,6 +33,7 @@ from questions.services import (
 )
 from questions.templatetags.question_tags import status_label
 from questions.web.errors import json_error
+from questions.web.forms import AskForm, HistoryFilterForm, TokenCreateForm, TokenRevokeForm
 
 HISTORY_PAGE_SIZE = 20
 RECENT_ON_ASK_PAGE = 5
