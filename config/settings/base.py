@@ -25,6 +25,7 @@ from config.env import (
     parse_rate_limits,
     require_min,
 )
+from config.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -288,24 +289,10 @@ TRACE_URL_TEMPLATE = env_optional("TRACE_URL_TEMPLATE")
 
 LOG_LEVEL = env_str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", default="json")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"context": {"()": "config.logging.ContextFilter"}},
-    "formatters": {
-        "json": {"()": "config.logging.JsonFormatter"},
-        "console": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
-    },
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-            "filters": ["context"],
-            "formatter": LOG_FORMAT,
-        }
-    },
-    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
-    "loggers": {
+LOGGING = logging_config(
+    level=LOG_LEVEL,
+    formatter=LOG_FORMAT,
+    loggers={
         "django.request": {"level": "ERROR"},
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
@@ -314,7 +301,7 @@ LOGGING = {
         # Django's own "Task … state=…" lines repeat what questions.tasks logs once per job.
         "django.tasks": {"level": "WARNING"},
     },
-}
+)
 
 # --- Security: trusted proxy, login lockout, Content-Security-Policy, retention.
 # X-Forwarded-For is believed only from these addresses/networks (nginx); empty: never.
