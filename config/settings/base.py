@@ -168,8 +168,7 @@ TASKS = {
     }
 }
 AWS_REGION = env_str("AWS_REGION", default="us-east-1")
-# boto3 reads AWS_ENDPOINT_URL_SQS itself; it is kept here only to tell a local server apart.
-AWS_ENDPOINT_URL_SQS = env_optional("AWS_ENDPOINT_URL_SQS")
+# AWS_ENDPOINT_URL_SQS (LocalStack, moto) is not a setting: boto3 reads it itself.
 SQS_QUEUE_NAME = env_str("SQS_QUEUE_NAME", default="questions")
 SQS_DLQ_NAME = env_str("SQS_DLQ_NAME", default="questions-dlq")
 SQS_MAX_RECEIVE_COUNT = env_int("SQS_MAX_RECEIVE_COUNT", default=10)
@@ -201,6 +200,8 @@ QUESTIONS_WORKER_DB_THREADS = env_int("QUESTIONS_WORKER_DB_THREADS", default=10)
 # A job rate limited by the provider waits (without using up attempts) at most this long since
 # it was asked, then fails saying so.
 QUESTIONS_MAX_QUEUE_SECONDS = env_int("QUESTIONS_MAX_QUEUE_SECONDS", default=3600)
+# Where `run_sqs_worker --metrics-port` serves Prometheus metrics.
+METRICS_ADDR = env_str("METRICS_ADDR", default="0.0.0.0")
 for _name in (
     "QUESTIONS_WORKER_DB_THREADS",
     "QUESTIONS_MAX_QUEUE_SECONDS",

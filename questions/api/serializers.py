@@ -60,13 +60,7 @@ class QuestionOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(UsageSerializer(allow_null=True))
     def get_usage(self, question: Question) -> dict[str, int] | None:
-        if question.prompt_tokens is None or question.completion_tokens is None:
-            return None
-        return {
-            "prompt_tokens": question.prompt_tokens,
-            "completion_tokens": question.completion_tokens,
-            "total_tokens": question.prompt_tokens + question.completion_tokens,
-        }
+        return question.usage
 
 
 class QuestionPageSerializer(serializers.Serializer):
