@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from questions.accounts import api_token_create
 from questions.live.streams import stream_append_sync, stream_key
 from questions.models import Question
 from tests.factories import QuestionFactory
@@ -69,8 +69,7 @@ def server(request: pytest.FixtureRequest) -> str:
 
 
 def _auth(user: Any) -> dict[str, str]:
-    token, _ = Token.objects.get_or_create(user=user)
-    return {"Authorization": f"Token {token.key}"}
+    return {"Authorization": f"Token {api_token_create(user=user, name='events').key}"}
 
 
 def _stream_ids(job_id: object) -> list[str]:
