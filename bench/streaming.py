@@ -300,8 +300,8 @@ def measure_watchers(
     from django.utils import timezone
     from django_redis import get_redis_connection
 
+    from questions.live.streams import stream_key
     from questions.models import Question
-    from questions.streams import stream_key
 
     rig.llm("configure", {"latency": plan.latency, "stream_interval": plan.watch_interval,
                           "answer": _answer(plan.watch_words)})  # fmt: skip

@@ -1,6 +1,12 @@
-"""The one place that reads the process environment (12-factor settings).
+"""The helpers through which the project reads its configuration from the environment
+(12-factor): config/settings/*, config/gunicorn.conf.py and config/telemetry.py call them, and
+every variable they are asked for is listed in `.env.example` (tests/test_env_example.py).
 
-Every variable read here is listed in `.env.example`.
+What is not read through here, on purpose: variables that a library reads by its own
+conventions (boto3's `AWS_*`, the OTLP exporter's `OTEL_EXPORTER_OTLP_*` endpoint and headers,
+the SDK's `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_*`), and process plumbing that the code sets
+rather than reads as a setting: `PROMETHEUS_MULTIPROC_DIR` (gunicorn.conf.py and the worker
+supervisor make it for their children) and `DJANGO_SETTINGS_MODULE`.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import tempfile
 from typing import Any
 
 from config.env import env_int, env_str
+from config.logging import logging_config
 
 bind = env_str("GUNICORN_BIND", default="0.0.0.0:8000")
 workers = env_int("GUNICORN_WORKERS", default=1)
@@ -41,26 +42,14 @@ errorlog = "-"
 # two replicas on one host would share; nothing here uses it.
 control_socket_disable = True
 loglevel = env_str("LOG_LEVEL", default="info").lower()
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"context": {"()": "config.logging.ContextFilter"}},
-    "formatters": {"json": {"()": "config.logging.JsonFormatter"}},
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-            "filters": ["context"],
-            "formatter": "json",
-        }
-    },
-    "root": {"handlers": ["stdout"], "level": "INFO"},
-    "loggers": {
+logconfig_dict = logging_config(
+    level="INFO",
+    loggers={
         "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
         # A dictConfig turns gunicorn's access log on; WARNING keeps it quiet (see above).
         "gunicorn.access": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
     },
-}
+)
 
 
 def on_starting(server: Any) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 from opentelemetry import trace
 
@@ -55,3 +56,30 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+def logging_config(
+    *, level: str = "INFO", formatter: str = "json", loggers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The one logging setup, as a dictConfig: every line to stdout through ContextFilter, as
+    JSON ("json") or readable text ("console"). Django's LOGGING and gunicorn's logconfig_dict
+    both come from here and add their own loggers."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "config.logging.ContextFilter"}},
+        "formatters": {
+            "json": {"()": "config.logging.JsonFormatter"},
+            "console": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
+        },
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "filters": ["context"],
+                "formatter": formatter,
+            }
+        },
+        "root": {"handlers": ["stdout"], "level": level},
+        "loggers": dict(loggers or {}),
+    }

@@ -15,7 +15,6 @@ exported before the process ends (the batch processor would otherwise drop them)
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 
 from opentelemetry import trace
@@ -27,15 +26,17 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from config.env import env_optional
+
 _lock = threading.Lock()
 _configured = False
 
 
 def _exporter() -> SpanExporter | None:
-    name = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    name = (env_optional("OTEL_TRACES_EXPORTER") or "").lower()
     has_endpoint = bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        env_optional("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or env_optional("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )
     if not name:
         name = "otlp" if has_endpoint else "none"
@@ -45,7 +46,7 @@ def _exporter() -> SpanExporter | None:
         return ConsoleSpanExporter()
     if name != "otlp":
         raise ValueError(f"OTEL_TRACES_EXPORTER={name!r} is not supported (otlp, console, none)")
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip().lower()
+    protocol = (env_optional("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").lower()
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -61,13 +62,13 @@ def configure_telemetry(service_name: str, *, instrument_django: bool = False) -
     """Install the tracer provider and instrument psycopg, redis, botocore (and Django)."""
     global _configured
     with _lock:
-        if _configured or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        if _configured or (env_optional("OTEL_SDK_DISABLED") or "").lower() == "true":
             return
         _configured = True
         exporter = _exporter()
         if exporter is not None:
             # OTEL_SERVICE_NAME, when set, names the service; the caller's name is the default.
-            named = os.environ.get("OTEL_SERVICE_NAME", "").strip()
+            named = env_optional("OTEL_SERVICE_NAME")
             resource = Resource.create({} if named else {"service.name": service_name})
             provider = TracerProvider(resource=resource)
             provider.add_span_processor(BatchSpanProcessor(exporter))

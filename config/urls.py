@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from questions import health
+from questions.web import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -16,9 +16,9 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("", include("django_prometheus.urls")),
-    path("", include("questions.urls")),
+    path("", include("questions.web.urls")),
 ]
 
-handler400 = "questions.api.errors.bad_request"
-handler404 = "questions.api.errors.page_not_found"
-handler500 = "questions.api.errors.server_error"
+handler400 = "questions.web.errors.bad_request"
+handler404 = "questions.web.errors.page_not_found"
+handler500 = "questions.web.errors.server_error"

@@ -4,7 +4,7 @@ Both are best-effort and guarded by one small breaker: when Redis fails, the fai
 once, and Redis is not tried again for a second, so a dead Redis costs the live view, never
 the job, and not a timeout per chunk.
 
-- `LiveAnswer` appends the answer to the job's stream (questions.streams) as it grows, pieces
+- `LiveAnswer` appends the answer to the job's stream (questions.live.streams) as it grows, pieces
   coalesced to one entry per `FLUSH_SECONDS` at most, and the final status after the row is stored.
 - The stash keeps a completion the provider was paid for until the row holds it, so a job whose
   store failed (PostgreSQL gone mid-call) is finished from the stash when it is claimed again,
@@ -23,8 +23,8 @@ from typing import Any
 
 from django.conf import settings
 
+from questions.live.streams import Kind, async_redis, stream_append, stream_key
 from questions.llm.client import Completion
-from questions.streams import Kind, async_redis, stream_append, stream_key
 
 logger = logging.getLogger(__name__)
 

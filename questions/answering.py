@@ -23,9 +23,6 @@ from config.logging import bind_job_id
 from questions import metrics
 from questions.answer_stream import LiveAnswer, stash_get, stash_put
 from questions.attribution import provider_user_id
-from questions.coalesce import Coalescer
-from questions.dbpool import run_db
-from questions.inflight import in_flight
 from questions.llm import ratelimit
 from questions.llm.client import Completion, LLMClient, Progress, get_llm_client
 from questions.llm.errors import classify_llm_error
@@ -41,6 +38,9 @@ from questions.services import (
 )
 from questions.sqs.backoff import CONNECTION_BACKOFF, JOB_BACKOFF
 from questions.sqs.exceptions import DeadLetter, RetryLater
+from questions.worker.coalesce import Coalescer
+from questions.worker.dbpool import run_db
+from questions.worker.inflight import in_flight
 
 logger = logging.getLogger("questions.tasks")
 

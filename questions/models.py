@@ -91,10 +91,20 @@ class Question(models.Model):
         return self.status in self.FINISHED
 
     @property
-    def total_tokens(self) -> int | None:
+    def usage(self) -> dict[str, int] | None:
+        """The token counts of the answer (the API's `usage`); None until the LLM has answered."""
         if self.prompt_tokens is None or self.completion_tokens is None:
             return None
-        return self.prompt_tokens + self.completion_tokens
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    @property
+    def total_tokens(self) -> int | None:
+        usage = self.usage
+        return None if usage is None else usage["total_tokens"]
 
     @property
     def duration(self) -> timedelta | None:

@@ -22,10 +22,10 @@ from opentelemetry import trace
 from questions import metrics
 from questions.cache import job_cache_delete, job_cache_set
 from questions.limits import ask_limits_check, lock_owner, rate_slot_take
+from questions.live.streams import stream_append_sync
 from questions.llm.client import Completion
 from questions.models import Question
 from questions.pricing import completion_cost
-from questions.streams import stream_append_sync
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -36,25 +36,32 @@ Status = Question.Status
 
 
 def validate_question_text(text: object) -> str:
-    """The question as it will be stored, or a ValidationError saying what is wrong."""
+    """The question as it will be stored, or a ValidationError on the field "question" saying
+    what is wrong. The one check of a question's text: the API and the pages only parse."""
     if not isinstance(text, str):
-        raise ValidationError("The question must be a string.", code="invalid_type")
+        raise _invalid_question("The question must be a string.", code="invalid_type")
     text = text.strip()
     if not text:
-        raise ValidationError("The question may not be blank.", code="blank")
+        raise _invalid_question("The question may not be blank.", code="blank")
     limit = settings.QUESTIONS_MAX_LENGTH
     if len(text) > limit:
-        raise ValidationError(
+        raise _invalid_question(
             f"The question is {len(text)} characters long; the limit is {limit}.",
             code="max_length",
         )
     if "\x00" in text:
-        raise ValidationError("The question may not contain NUL characters.", code="null")
+        raise _invalid_question("The question may not contain NUL characters.", code="null")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValidationError("The question is not valid Unicode text.", code="encoding") from None
+        raise _invalid_question(
+            "The question is not valid Unicode text.", code="encoding"
+        ) from None
     return text
+
+
+def _invalid_question(message: str, *, code: str) -> ValidationError:
+    return ValidationError({"question": ValidationError(message, code=code)})
 
 
 class IdempotencyKeyReused(Exception):

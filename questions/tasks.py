@@ -6,8 +6,7 @@ from django.tasks import task
 from django.tasks.base import TaskContext
 
 from questions.answering import question_answer
-
-DEFAULT_MAX_ATTEMPTS = 5
+from questions.sqs.backoff import DEFAULT_MAX_ATTEMPTS
 
 
 @task(takes_context=True)

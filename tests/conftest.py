@@ -18,10 +18,10 @@ from rest_framework.test import APIClient
 
 from questions import cache as job_cache
 from questions.accounts import api_token_create
-from questions.dbpool import shutdown_db_pool
 from questions.llm.client import reset_llm_client
 from questions.sqs.client import get_sqs_client, reset_sqs_client
 from questions.sqs.queues import queue_depth, queues_create
+from questions.worker.dbpool import shutdown_db_pool
 from tests.factories import UserFactory
 from tests.llm_server import FakeLLM
 from tests.support import ROOT, WorkerProcess, child_env, free_port, start_moto, wait_until

@@ -94,7 +94,7 @@ def test_200_concurrent_posts_with_a_limit_of_100_accept_exactly_100(redis, guni
     port = 6379 if redis == "up" else free_port()
     env = {"REDIS_URL": f"redis://127.0.0.1:{port}/13"}
     base = gunicorn(**env)
-    token = api_token_create(user=user, name="tests").key
+    token = api_token_create(user=user, name="concurrency").key
 
     statuses = _burst(base, token)
 

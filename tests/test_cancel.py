@@ -10,9 +10,9 @@ from django.test import Client
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
+from questions.live.streams import stream_key
 from questions.models import Question
 from questions.services import QuestionAlreadyFinished, question_cancel, question_create
-from questions.streams import stream_key
 from tests.factories import QuestionFactory
 from tests.support import wait_until
 

@@ -1,4 +1,4 @@
-"""questions.client_ip: X-Forwarded-For is believed only from a trusted proxy."""
+"""questions.web.client_ip: X-Forwarded-For is believed only from a trusted proxy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from ipaddress import ip_network
 import pytest
 from django.test import RequestFactory
 
-from questions.client_ip import client_ip
+from questions.web.client_ip import client_ip
 
 
 def _request(remote: str, forwarded: str | None = None):

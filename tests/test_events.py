@@ -19,8 +19,8 @@ from django.db import connection
 from django.utils import timezone
 
 from questions.accounts import api_token_create
+from questions.live.streams import stream_append_sync, stream_key
 from questions.models import Question
-from questions.streams import stream_append_sync, stream_key
 from tests.factories import QuestionFactory
 from tests.sse import Event, iter_events, open_stream, read_events
 from tests.support import ROOT, child_env, free_port, wait_until
@@ -69,7 +69,7 @@ def server(request: pytest.FixtureRequest) -> str:
 
 
 def _auth(user: Any) -> dict[str, str]:
-    return {"Authorization": f"Token {api_token_create(user=user, name='tests').key}"}
+    return {"Authorization": f"Token {api_token_create(user=user, name='events').key}"}
 
 
 def _stream_ids(job_id: object) -> list[str]:

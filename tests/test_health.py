@@ -63,7 +63,7 @@ def test_readyz_reuses_its_result_for_a_second(client, queues, settings, django_
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from questions.health import reset_readiness
+    from questions.web.health import reset_readiness
 
     reset_readiness()  # a result left by the test before
     settings.READYZ_CACHE_SECONDS = 1.0

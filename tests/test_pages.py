@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from questions.accounts import api_token_create
 from questions.models import ApiToken, Question
-from questions.rendering import render_markdown
+from questions.web.rendering import render_markdown
 from tests.factories import QuestionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

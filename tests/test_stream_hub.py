@@ -1,4 +1,4 @@
-"""questions.stream_hub: many watchers, one Redis reader. Real Redis; the writer is
+"""questions.live.hub: many watchers, one Redis reader. Real Redis; the writer is
 stream_append (the worker's side of the contract)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from questions.stream_hub import stream_hub
-from questions.streams import async_redis, close_async_redis, stream_append
+from questions.live.hub import stream_hub
+from questions.live.streams import async_redis, close_async_redis, stream_append
 
 
 def test_many_watchers_of_several_jobs_get_every_entry_over_a_few_connections():

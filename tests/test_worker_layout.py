@@ -1,43 +1,25 @@
-"""The transport stays a transport: nothing under questions/sqs/ imports the domain."""
+"""Imports run one way: the import-linter contracts in pyproject.toml (`make lint` runs the same
+command), and the transport stays small."""
 
 from __future__ import annotations
 
-import ast
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.support import ROOT
 
 SQS = ROOT / "questions" / "sqs"
-DOMAIN = (
-    "questions.services",
-    "questions.selectors",
-    "questions.llm",
-    "questions.tasks",
-    "questions.models",
-    "questions.answering",
-    "questions.dbpool",
-)
 
 
-def _imports(path: object) -> set[str]:
-    tree = ast.parse(path.read_text())  # type: ignore[attr-defined]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
-
-
-def test_sqs_imports_nothing_of_the_domain():
-    files = sorted(SQS.glob("*.py"))
-    assert len(files) >= 6
-    offending = {
-        path.name: sorted(name for name in _imports(path) if name.startswith(DOMAIN))
-        for path in files
-    }
-    assert {name: found for name, found in offending.items() if found} == {}
+def test_import_contracts_are_kept():
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Transport and integrations never import the domain KEPT" in result.stdout
+    assert "The domain never imports delivery KEPT" in result.stdout
 
 
 def test_no_sqs_module_is_over_250_lines():

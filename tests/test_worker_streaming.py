@@ -10,9 +10,9 @@ import redis
 from django.db.models.functions import Now
 
 from questions.attribution import provider_user_id
+from questions.live.streams import stream_key
 from questions.models import Question
 from questions.services import question_create
-from questions.streams import stream_key
 from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -25,6 +25,7 @@ from config.env import (
     parse_rate_limits,
     require_min,
 )
+from config.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -137,7 +138,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 # --- REST API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "questions.authentication.CachedTokenAuthentication",
+        "questions.api.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -167,8 +168,7 @@ TASKS = {
     }
 }
 AWS_REGION = env_str("AWS_REGION", default="us-east-1")
-# boto3 reads AWS_ENDPOINT_URL_SQS itself; it is kept here only to tell a local server apart.
-AWS_ENDPOINT_URL_SQS = env_optional("AWS_ENDPOINT_URL_SQS")
+# AWS_ENDPOINT_URL_SQS (LocalStack, moto) is not a setting: boto3 reads it itself.
 SQS_QUEUE_NAME = env_str("SQS_QUEUE_NAME", default="questions")
 SQS_DLQ_NAME = env_str("SQS_DLQ_NAME", default="questions-dlq")
 SQS_MAX_RECEIVE_COUNT = env_int("SQS_MAX_RECEIVE_COUNT", default=10)
@@ -200,6 +200,8 @@ QUESTIONS_WORKER_DB_THREADS = env_int("QUESTIONS_WORKER_DB_THREADS", default=10)
 # A job rate limited by the provider waits (without using up attempts) at most this long since
 # it was asked, then fails saying so.
 QUESTIONS_MAX_QUEUE_SECONDS = env_int("QUESTIONS_MAX_QUEUE_SECONDS", default=3600)
+# Where `run_sqs_worker --metrics-port` serves Prometheus metrics.
+METRICS_ADDR = env_str("METRICS_ADDR", default="0.0.0.0")
 for _name in (
     "QUESTIONS_WORKER_DB_THREADS",
     "QUESTIONS_MAX_QUEUE_SECONDS",
@@ -207,7 +209,8 @@ for _name in (
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1.")
 
-# --- The answer stream of a running job (questions.streams): Redis streams read by the SSE view.
+# --- The answer stream of a running job (questions.live.streams): Redis streams the SSE view
+# reads.
 QUESTIONS_STREAM_TTL = env_int("QUESTIONS_STREAM_TTL", default=3600)
 QUESTIONS_STREAM_MAX_ENTRIES = env_int("QUESTIONS_STREAM_MAX_ENTRIES", default=20000)
 QUESTIONS_STREAM_REDIS_TIMEOUT = env_float("QUESTIONS_STREAM_REDIS_TIMEOUT", default=0.5)
@@ -287,24 +290,10 @@ TRACE_URL_TEMPLATE = env_optional("TRACE_URL_TEMPLATE")
 
 LOG_LEVEL = env_str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", default="json")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"context": {"()": "config.logging.ContextFilter"}},
-    "formatters": {
-        "json": {"()": "config.logging.JsonFormatter"},
-        "console": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
-    },
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-            "filters": ["context"],
-            "formatter": LOG_FORMAT,
-        }
-    },
-    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
-    "loggers": {
+LOGGING = logging_config(
+    level=LOG_LEVEL,
+    formatter=LOG_FORMAT,
+    loggers={
         "django.request": {"level": "ERROR"},
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
@@ -313,7 +302,7 @@ LOGGING = {
         # Django's own "Task … state=…" lines repeat what questions.tasks logs once per job.
         "django.tasks": {"level": "WARNING"},
     },
-}
+)
 
 # --- Security: trusted proxy, login lockout, Content-Security-Policy, retention.
 # X-Forwarded-For is believed only from these addresses/networks (nginx); empty: never.
@@ -323,8 +312,8 @@ TRUSTED_PROXIES = env_networks("DJANGO_TRUSTED_PROXIES")
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", default=900))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_CLIENT_IP_CALLABLE = "questions.client_ip.client_ip"
-AXES_LOCKOUT_CALLABLE = "questions.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "questions.web.client_ip.client_ip"
+AXES_LOCKOUT_CALLABLE = "questions.web.lockout.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 # A lockout ends when its time is up, however many more guesses came in meanwhile.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False

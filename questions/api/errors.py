@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views import defaults
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from questions.limits import AskRefused
@@ -17,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    exc = _as_api_exception(exc)
     if isinstance(exc, AskRefused):
         return Response(
             {"error": exc.code, "detail": exc.detail, "retry_after": exc.retry_after},
@@ -51,28 +54,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
-def _wants_json(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/")
-
-
-def _json_error(status_code: int, code: str, detail: str) -> JsonResponse:
-    return JsonResponse({"error": code, "detail": detail}, status=status_code)
-
-
-def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """404 as JSON under /api/, Django's page elsewhere."""
-    if _wants_json(request):
-        return _json_error(404, "not_found", "No such resource.")
-    return defaults.page_not_found(request, exception or Http404())
-
-
-def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if _wants_json(request):
-        return _json_error(400, "bad_request", "The request could not be understood.")
-    return defaults.bad_request(request, exception or Exception())
-
-
-def server_error(request: HttpRequest) -> HttpResponse:
-    if _wants_json(request):
-        return _json_error(500, "server_error", "Something went wrong on our side.")
-    return defaults.server_error(request)
+def _as_api_exception(exc: Exception) -> Exception:
+    """Django's own exceptions as DRF's, so the services raise Django's and the views do not
+    translate: a ValidationError from a service is a 400 with its fields, Http404 a 404."""
+    if isinstance(exc, DjangoValidationError):
+        return exceptions.ValidationError(as_serializer_error(exc))
+    if isinstance(exc, Http404):
+        return exceptions.NotFound(*exc.args)
+    if isinstance(exc, PermissionDenied):
+        return exceptions.PermissionDenied(*exc.args)
+    return exc

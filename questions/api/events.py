@@ -1,7 +1,7 @@
 """`GET /api/questions/{id}/events`: a job as Server-Sent Events.
 
 Events, in order: `status` (the row's status when the watcher connects, without an id so that it
-never moves the resume point), then the job's answer stream (questions.streams) as `status` and
+never moves the resume point), then the job's answer stream (questions.live.streams) as `status` and
 `delta` events whose id is the stream entry id, then one final event named after the final
 status (`succeeded` is sent as `done`, `failed`, `cancelled`) whose data is the stored job as
 the API shows it, after which the stream closes. A watcher that reconnects with `Last-Event-ID`
@@ -44,11 +44,11 @@ from rest_framework.views import APIView
 
 from questions.api.serializers import QuestionOutputSerializer
 from questions.cache import job_cache_get
+from questions.live.hub import stream_hub
+from questions.live.streams import Entry, close_async_redis
 from questions.metrics import EVENTS_WATCHERS
 from questions.models import Question
 from questions.selectors import question_get
-from questions.stream_hub import stream_hub
-from questions.streams import Entry, close_async_redis
 
 logger = logging.getLogger(__name__)
 

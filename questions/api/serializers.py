@@ -3,17 +3,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from questions.models import Question
-from questions.services import validate_question_text
 
 
 @extend_schema_field({"type": "string", "minLength": 1, "maxLength": settings.QUESTIONS_MAX_LENGTH})
 class QuestionTextField(serializers.Field):
-    """Takes the raw JSON value: a number or a list is an error, never silently a string."""
+    """Takes the raw JSON value as it is: the service (validate_question_text) says what is
+    wrong with it, so a number or a list is an error there, never silently a string."""
 
     def to_internal_value(self, data: Any) -> Any:
         return data
@@ -26,12 +25,6 @@ class QuestionCreateInputSerializer(serializers.Serializer):
     question = QuestionTextField(
         help_text=f"The question, 1..{settings.QUESTIONS_MAX_LENGTH} characters after trimming."
     )
-
-    def validate_question(self, value: Any) -> str:
-        try:
-            return validate_question_text(value)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.messages, code=exc.code) from exc
 
 
 class UsageSerializer(serializers.Serializer):
@@ -67,13 +60,7 @@ class QuestionOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(UsageSerializer(allow_null=True))
     def get_usage(self, question: Question) -> dict[str, int] | None:
-        if question.prompt_tokens is None or question.completion_tokens is None:
-            return None
-        return {
-            "prompt_tokens": question.prompt_tokens,
-            "completion_tokens": question.completion_tokens,
-            "total_tokens": question.prompt_tokens + question.completion_tokens,
-        }
+        return question.usage
 
 
 class QuestionPageSerializer(serializers.Serializer):

@@ -24,6 +24,9 @@ class Backoff:
         return delay
 
 
+# Deliveries of a job before it fails (`run_sqs_worker --max-attempts`): the one default, used by
+# the Worker and by the task when its context carries none.
+DEFAULT_MAX_ATTEMPTS = 5
 # Retries of a job: 2 s, 4 s, 8 s ... up to 5 minutes.
 JOB_BACKOFF = Backoff(base=2.0, cap=300.0)
 # Reconnecting to a service that went away (SQS, PostgreSQL): quick first, then up to 10 s.

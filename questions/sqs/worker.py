@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from questions.sqs.backoff import DEFAULT_MAX_ATTEMPTS
 from questions.sqs.chores import Chore, ChoreThread
 from questions.sqs.consumer import Consumer
 from questions.sqs.executor import TaskExecutor, WorkerTaskContext
@@ -42,7 +43,7 @@ class Worker:
         batch_size: int = 10,
         wait_time: int = 20,
         visibility_timeout: int = 60,
-        max_attempts: int = 5,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         burst: bool = False,
         shutdown_timeout: float = 30.0,
         chores: Sequence[Chore] = (),

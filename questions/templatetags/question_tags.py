@@ -8,7 +8,7 @@ from django import template
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from questions.rendering import render_markdown
+from questions.web.rendering import render_markdown
 
 register = template.Library()
 

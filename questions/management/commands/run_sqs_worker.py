@@ -10,12 +10,12 @@ from django.core.management.base import BaseCommand, CommandParser
 from prometheus_client import start_http_server
 
 from config.telemetry import configure_telemetry
-from questions.dbpool import shutdown_db_pool
 from questions.management.commands._options import int_range, non_negative_float
+from questions.sqs.backoff import DEFAULT_MAX_ATTEMPTS
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
-from questions.tasks import DEFAULT_MAX_ATTEMPTS
-from questions.worker_chores import queue_depth_chore, requeue_chore
-from questions.worker_supervisor import Supervisor, child_command
+from questions.worker.chores import queue_depth_chore, requeue_chore
+from questions.worker.dbpool import shutdown_db_pool
+from questions.worker.supervisor import Supervisor, child_command
 
 logger = logging.getLogger("questions.worker")
 
@@ -106,9 +106,7 @@ class Command(BaseCommand):
             return
         configure_telemetry("questions-worker")
         if options["metrics_port"] is not None:
-            start_http_server(
-                options["metrics_port"], addr=os.environ.get("METRICS_ADDR", "0.0.0.0")
-            )
+            start_http_server(options["metrics_port"], addr=settings.METRICS_ADDR)
             logger.info("metrics on :%s/metrics", options["metrics_port"])
         worker = Worker(
             queue_name=options["queue"],

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from questions import views
+from questions.web import views
 
 app_name = "questions"
 

@@ -15,9 +15,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from questions.dbpool import run_db
 from questions.selectors import questions_cancelled_among
 from questions.services import questions_extend_leases
+from questions.worker.dbpool import run_db
 
 logger = logging.getLogger(__name__)
 

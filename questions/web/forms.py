@@ -1,4 +1,5 @@
-"""Forms of the question pages. Validation of a question's text lives in the service layer."""
+"""Forms of the question pages. They only parse: a question's text is validated by the service
+(questions.services.validate_question_text), whose errors the view puts on the form."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ from typing import Any, cast
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 
 from questions.models import Question
-from questions.services import validate_question_text
 
 
 class AskForm(forms.Form):
@@ -26,12 +25,6 @@ class AskForm(forms.Form):
         super().__init__(*args, **kwargs)
         limit = settings.QUESTIONS_MAX_LENGTH
         self.fields["question"].help_text = f"Up to {limit:,} characters. Markdown is welcome."
-
-    def clean_question(self) -> str:
-        try:
-            return validate_question_text(self.cleaned_data.get("question", ""))
-        except ValidationError as exc:
-            raise ValidationError(exc.messages) from exc
 
 
 class HistoryFilterForm(forms.Form):

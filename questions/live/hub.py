@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from questions.streams import KINDS, Entry, async_redis, stream_key
+from questions.live.streams import KINDS, Entry, async_redis, stream_key
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from questions.accounts import api_token_create, api_token_list, api_token_revoke
-from questions.forms import AskForm, HistoryFilterForm, TokenCreateForm, TokenRevokeForm
 from questions.limits import AskRefused
 from questions.llm.client import llm_is_demo
 from questions.models import Question
@@ -33,6 +32,8 @@ from questions.services import (
     question_create,
 )
 from questions.templatetags.question_tags import status_label
+from questions.web.errors import json_error
+from questions.web.forms import AskForm, HistoryFilterForm, TokenCreateForm, TokenRevokeForm
 
 HISTORY_PAGE_SIZE = 20
 RECENT_ON_ASK_PAGE = 5
@@ -81,7 +82,7 @@ def ask(request: HttpRequest) -> HttpResponse:
                     idempotency_key=f"page:{request_id}" if request_id else None,
                 )
             except ValidationError as exc:
-                form.add_error("question", exc)
+                form.add_error(None, exc)
                 status = 400
             except IdempotencyKeyReused:
                 # This form was sent before with another text (back button, edit, send): ask
@@ -194,12 +195,10 @@ def cancel(request: HttpRequest, pk: Any) -> HttpResponse:
 def live(request: HttpRequest, pk: Any) -> JsonResponse:
     """The job's state and its panel rendered (and sanitised) on the server, for the live page."""
     if not request.user.is_authenticated:
-        return JsonResponse(
-            {"error": "not_authenticated", "detail": "Please log in again."}, status=401
-        )
+        return json_error(401, "not_authenticated", "Please log in again.")
     question = question_get(question_id=pk, user=request.user)
     if question is None:
-        return JsonResponse({"error": "not_found", "detail": "No such question."}, status=404)
+        return json_error(404, "not_found", "No such question.")
     html = render_to_string(
         "questions/_job.html",
         {"question": question, "show_owner": bool(request.user.is_staff)},

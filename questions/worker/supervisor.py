@@ -22,6 +22,7 @@ import tempfile
 import time
 from types import FrameType
 
+from django.conf import settings
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from questions.sqs.backoff import CONNECTION_BACKOFF
@@ -47,9 +48,7 @@ class Supervisor:
         if self.metrics_port is not None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self._metrics_dir)
-            start_http_server(
-                self.metrics_port, addr=os.environ.get("METRICS_ADDR", "0.0.0.0"), registry=registry
-            )
+            start_http_server(self.metrics_port, addr=settings.METRICS_ADDR, registry=registry)
         codes: dict[int, int] = {}
         try:
             for slot in range(self.processes):

@@ -13,11 +13,11 @@ from django.conf import settings
 from django.utils import timezone
 
 from questions import metrics
-from questions.dbpool import run_db_sync
 from questions.services import questions_requeue
 from questions.sqs.chores import Chore
 from questions.sqs.client import get_queue_url
 from questions.sqs.queues import queue_depth
+from questions.worker.dbpool import run_db_sync
 
 logger = logging.getLogger("questions.sqs.worker")
 
