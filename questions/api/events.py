@@ -25,7 +25,9 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
 from asgiref.sync import SyncToAsync, sync_to_async
@@ -52,7 +54,7 @@ from questions.streams import Entry, close_async_redis
 
 logger = logging.getLogger(__name__)
 
-FINAL_EVENT_NAMES = {
+FINAL_EVENT_NAMES: dict[str, str] = {
     Question.Status.SUCCEEDED: "done",
     Question.Status.FAILED: "failed",
     Question.Status.CANCELLED: "cancelled",
@@ -185,7 +187,7 @@ class JobEvents:
                             # visibility, and the URL in it, are theirs).
                             final = await watch.shared(
                                 f"final:{self.user.pk}:{self.request.get_host()}:{entry.id}",
-                                lambda entry_id=entry.id: self._final_event(entry_id),
+                                partial(self._final_event, entry.id),
                             )
                             if final is not None:
                                 yield final
@@ -285,7 +287,7 @@ class QuestionEventsApi(APIView):
             404: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
         },
     )
-    def get(self, request: Request, pk: Any) -> StreamingHttpResponse:
+    def get(self, request: Request, pk: uuid.UUID) -> StreamingHttpResponse:
         after = parse_last_event_id(
             request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id")
         )
