@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -287,7 +288,7 @@ TRACE_URL_TEMPLATE = env_optional("TRACE_URL_TEMPLATE")
 
 LOG_LEVEL = env_str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", default="json")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"context": {"()": "config.logging.ContextFilter"}},
