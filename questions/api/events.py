@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
@@ -51,6 +51,9 @@ from questions.models import Question
 from questions.selectors import question_get
 from questions.stream_hub import stream_hub
 from questions.streams import Entry, close_async_redis
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +97,9 @@ KEEPALIVE = b": keepalive\n\n"
 class JobEvents:
     """The events of one job for one watcher (already authenticated and allowed to see it)."""
 
-    def __init__(self, *, question: Question, user: Any, request: Any, after: str) -> None:
+    def __init__(
+        self, *, question: Question, user: User | AnonymousUser, request: Request, after: str
+    ) -> None:
         self.question = question
         self.user = user
         self.request = request
