@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 help:
 	@echo "make run    - web + worker + local SQS on http://127.0.0.1:8000 (no Docker, no API key)"
 	@echo "make test   - the test suite against real PostgreSQL, Redis, SQS server, Chromium"
-	@echo "make lint   - ruff, import contracts (lint-imports), manage.py check, makemigrations --check"
+	@echo "make lint   - ruff, mypy, import contracts (lint-imports), manage.py check, makemigrations --check"
 	@echo "make fmt    - ruff format + autofix"
 	@echo "make bench  - benchmarks (bench/README.md); bench-quick for a short run"
 
@@ -27,6 +27,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
@@ -52,4 +53,4 @@ bench-quick: bench-deps
 	$(PY) -m bench.streaming --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts .run
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts .run

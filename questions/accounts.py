@@ -14,7 +14,7 @@ from django.utils import timezone
 from questions.models import ApiToken
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 TOKEN_BYTES = 32
 PREFIX_LENGTH = 6
@@ -33,9 +33,7 @@ class NewToken:
     key: str
 
 
-def api_token_create(
-    *, user: AbstractBaseUser, name: str, expires_at: datetime | None = None
-) -> NewToken:
+def api_token_create(*, user: User, name: str, expires_at: datetime | None = None) -> NewToken:
     key = secrets.token_urlsafe(TOKEN_BYTES)
     token = ApiToken.objects.create(
         user=user,
@@ -47,7 +45,7 @@ def api_token_create(
     return NewToken(token=token, key=key)
 
 
-def api_token_revoke(*, user: AbstractBaseUser, token_id: int) -> bool:
+def api_token_revoke(*, user: User, token_id: int) -> bool:
     """Delete one of `user`'s tokens. The cache entry goes with it (questions.signals), so the
     token is refused at once. False if the user holds no such token."""
     deleted, _ = ApiToken.objects.filter(user=user, pk=token_id).delete()
@@ -61,7 +59,7 @@ def api_token_touch(*, token: ApiToken) -> None:
     token.last_used_at = now
 
 
-def api_token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+def api_token_list(*, user: User) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user).order_by("-created_at")
 
 

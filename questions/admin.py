@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -130,7 +131,7 @@ class QuestionAdmin(admin.ModelAdmin):
         ("Tracing", {"fields": ("trace", "idempotency_key")}),
     )
     # Every field shown is read-only: jobs change only through questions.services.
-    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # questions are asked through the page or the API, which enqueue them

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -73,7 +74,7 @@ def _succeeded() -> None:
         logger.info("Redis available again: answers are streamed live")
 
 
-async def _append(job_id: object, entries: Sequence[tuple[Kind, str]]) -> bool:
+async def _append(job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) -> bool:
     if not _available():
         return False
     try:
@@ -87,7 +88,7 @@ async def _append(job_id: object, entries: Sequence[tuple[Kind, str]]) -> bool:
 
 
 class LiveAnswer:
-    def __init__(self, job_id: object) -> None:
+    def __init__(self, job_id: uuid.UUID) -> None:
         self.job_id = job_id
         self._pending: list[str] = []
         self._flushed_at = 0.0
@@ -147,11 +148,11 @@ class LiveAnswer:
         await _append(self.job_id, [("status", "queued")])
 
 
-def _stash_key(job_id: object) -> str:
+def _stash_key(job_id: uuid.UUID) -> str:
     return f"{settings.CACHES['default']['KEY_PREFIX']}:stash:{job_id}"
 
 
-async def stash_put(job_id: object, attempt: int, completion: Completion) -> None:
+async def stash_put(job_id: uuid.UUID, attempt: int, completion: Completion) -> None:
     if not _available():
         return
     value: dict[str, Any] = {
@@ -168,7 +169,7 @@ async def stash_put(job_id: object, attempt: int, completion: Completion) -> Non
         _failed(exc)
 
 
-async def stash_get(job_id: object) -> Completion | None:
+async def stash_get(job_id: uuid.UUID) -> Completion | None:
     if not _available():
         return None
     try:

@@ -14,6 +14,7 @@ import logging
 import uuid
 import weakref
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.utils import DataError, InterfaceError, OperationalError
@@ -41,6 +42,9 @@ from questions.sqs.exceptions import DeadLetter, RetryLater
 from questions.worker.coalesce import Coalescer
 from questions.worker.dbpool import run_db
 from questions.worker.inflight import in_flight
+
+if TYPE_CHECKING:
+    from questions.services import ClaimedQuestion
 
 logger = logging.getLogger("questions.tasks")
 
@@ -81,7 +85,7 @@ async def question_answer(*, job_id: str, max_attempts: int) -> str:
 
 
 async def _call(
-    question: Question, live: LiveAnswer, llm: LLMClient, max_attempts: int, lease: float
+    question: ClaimedQuestion, live: LiveAnswer, llm: LLMClient, max_attempts: int, lease: float
 ) -> str:
     await live.start()
     await ratelimit.acquire(llm.model, call_tokens_bound(question=question.text))
@@ -115,7 +119,7 @@ async def _call(
 
 
 async def _call_failed(
-    question: Question, live: LiveAnswer, llm: LLMClient, exc: Exception, max_attempts: int
+    question: ClaimedQuestion, live: LiveAnswer, llm: LLMClient, exc: Exception, max_attempts: int
 ) -> str:
     failure = classify_llm_error(exc)
     log_extra = {"reason": failure.reason, "attempt": question.attempts}

@@ -86,7 +86,7 @@ def redis_call(operation: str, call: Callable[[Redis], Any]) -> Any:
 # --- finished jobs ------------------------------------------------------------------------
 
 
-def _job_key(question_id: object) -> str:
+def _job_key(question_id: uuid.UUID) -> str:
     return f"job:{question_id}"
 
 
@@ -122,7 +122,7 @@ def job_from_json(data: object) -> Question | None:
     return Question(**values)
 
 
-def job_cache_get(question_id: object) -> Question | None:
+def job_cache_get(question_id: uuid.UUID) -> Question | None:
     return job_from_json(_guarded("get", cache.get, _job_key(question_id)))
 
 
@@ -136,11 +136,11 @@ def job_cache_set(question: Question) -> None:
     )
 
 
-def job_cache_delete(question_id: object) -> None:
+def job_cache_delete(question_id: uuid.UUID) -> None:
     _guarded("delete", cache.delete, _job_key(question_id))
 
 
-def job_cache_delete_many(question_ids: list[object]) -> None:
+def job_cache_delete_many(question_ids: list[uuid.UUID]) -> None:
     _guarded("delete", cache.delete_many, [_job_key(question_id) for question_id in question_ids])
 
 

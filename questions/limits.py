@@ -37,7 +37,7 @@ from questions.models import Question, UserQuota
 from questions.pricing import worst_case_cost
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
     from redis import Redis
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def utc_day_start(now: datetime) -> datetime:
 
 
 def ask_limits_check(
-    *, owner: AbstractBaseUser, text: str, slot: RateSlot, now: datetime | None = None
+    *, owner: User, text: str, slot: RateSlot, now: datetime | None = None
 ) -> None:
     """Raise AskRefused if recording `text` for `owner` now would break a limit. Call inside the
     inserting transaction, after `lock_owner`."""

@@ -15,16 +15,14 @@ from questions.limits import utc_day_start
 from questions.models import Question
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 
-def _visible_to(question: Question, user: AbstractBaseUser | AnonymousUser) -> bool:
+def _visible_to(question: Question, user: User | AnonymousUser) -> bool:
     return bool(user.is_staff) or question.owner_id == user.pk
 
 
-def question_get(
-    *, question_id: uuid.UUID | str, user: AbstractBaseUser | AnonymousUser
-) -> Question | None:
+def question_get(*, question_id: uuid.UUID, user: User | AnonymousUser) -> Question | None:
     """One job if it exists and `user` may see it (owner or staff), else None.
 
     Finished jobs come from Redis when cached; anything else from PostgreSQL.
@@ -42,7 +40,7 @@ def question_get(
 
 def question_list(
     *,
-    user: AbstractBaseUser | AnonymousUser,
+    user: User | AnonymousUser,
     status: str | None = None,
     search: str | None = None,
     owner_id: int | None = None,
@@ -94,7 +92,7 @@ def user_spend_list(*, now: datetime | None = None) -> QuerySet[Any]:
     )
 
 
-def questions_cancelled_among(*, question_ids: list[Any]) -> set[Any]:
+def questions_cancelled_among(*, question_ids: list[uuid.UUID]) -> set[uuid.UUID]:
     """Which of these jobs were cancelled (Stop) — one query for all of a worker's jobs."""
     return set(
         Question.objects.filter(pk__in=question_ids, status=Question.Status.CANCELLED).values_list(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from django.conf import settings
 from django.contrib.postgres.functions import TransactionNow
@@ -28,7 +29,16 @@ from questions.models import Question
 from questions.pricing import completion_cost
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
+    from django_stubs_ext import WithAnnotations
+
+    from questions.sqs.backend import SQSTaskBackend
+
+    class ClaimTimes(TypedDict):
+        db_now: datetime
+
+    # A claim's row carries the database's clock at the claim (`.annotate(db_now=...)`).
+    ClaimedQuestion = WithAnnotations[Question, ClaimTimes]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +89,7 @@ def _replay(existing: Question, text: str) -> tuple[Question, bool]:
 
 
 def question_create(
-    *, owner: AbstractBaseUser, text: str, idempotency_key: str | None = None
+    *, owner: User, text: str, idempotency_key: str | None = None
 ) -> tuple[Question, bool]:
     """Record a question and enqueue its job once the transaction commits.
 
@@ -131,13 +141,13 @@ def question_create(
     return question, True
 
 
-def _idempotent_replay(*, owner: AbstractBaseUser, idempotency_key: str | None) -> Question | None:
+def _idempotent_replay(*, owner: User, idempotency_key: str | None) -> Question | None:
     if idempotency_key is None:
         return None
     return Question.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
 
 
-def question_enqueue(*, question_id: object) -> bool:
+def question_enqueue(*, question_id: uuid.UUID) -> bool:
     """Send the job to SQS. On failure the job stays queued, marked unsent (no `enqueued_at`)
     for requeue_jobs; never raises. Callers set `enqueued_at` when they make the job queued."""
     from questions.tasks import answer_question
@@ -158,14 +168,15 @@ def question_enqueue(*, question_id: object) -> bool:
     return True
 
 
-def questions_enqueue(*, question_ids: Sequence[object]) -> list[object]:
+def questions_enqueue(*, question_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
     """`question_enqueue` for many jobs, 10 per SendMessageBatch; returns the ids not sent
     (left queued and marked unsent, for the next sweep)."""
     from questions.tasks import answer_question
 
     if not question_ids:
         return []
-    backend = answer_question.get_backend()
+    # TASKS names SQSTaskBackend; Django types get_backend() as the base class.
+    backend = cast("SQSTaskBackend", answer_question.get_backend())
     sent = backend.enqueue_many(answer_question, [{"job_id": str(pk)} for pk in question_ids])
     unsent = [pk for pk, ok in zip(question_ids, sent, strict=True) if not ok]
     if unsent:
@@ -186,12 +197,12 @@ class Claim:
     claim lapses, on the database's clock.
     """
 
-    question: Question | None
-    current: Question | None
+    question: ClaimedQuestion | None
+    current: ClaimedQuestion | None
     retry_in: float = 0.0
 
 
-def question_claim(*, question_id: object, lease_seconds: float) -> Claim:
+def question_claim(*, question_id: uuid.UUID, lease_seconds: float) -> Claim:
     """Atomically take a queued job (or a running one whose claim expired) for this worker.
 
     Leases are on the database's clock (`Now()`), never this process's: a worker whose clock is
@@ -219,7 +230,9 @@ def question_claim(*, question_id: object, lease_seconds: float) -> Claim:
     return Claim(question=question, current=None)
 
 
-def questions_claim(*, question_ids: Sequence[object], lease_seconds: float) -> dict[Any, Claim]:
+def questions_claim(
+    *, question_ids: Sequence[uuid.UUID], lease_seconds: float
+) -> dict[uuid.UUID, Claim]:
     """`question_claim` for a batch (a receive batch's jobs): one UPDATE and one SELECT in one
     transaction, whose `Now()` is then one instant, so the rows this UPDATE claimed are the ones
     whose `started_at` equals it. On SQLite (no transaction-wide clock) one job at a time."""
@@ -238,7 +251,7 @@ def questions_claim(*, question_ids: Sequence[object], lease_seconds: float) -> 
         rows = {
             q.pk: q for q in Question.objects.filter(pk__in=ids).annotate(db_now=TransactionNow())
         }
-    claims: dict[Any, Claim] = {}
+    claims: dict[uuid.UUID, Claim] = {}
     for pk in ids:
         question = rows.get(pk)
         if question is None:
@@ -256,7 +269,7 @@ def questions_claim(*, question_ids: Sequence[object], lease_seconds: float) -> 
     return claims
 
 
-def questions_extend_leases(*, question_ids: list[object], lease_seconds: float) -> int:
+def questions_extend_leases(*, question_ids: list[uuid.UUID], lease_seconds: float) -> int:
     """The job side of the heartbeat: keep this worker's running jobs leased to it."""
     return Question.objects.filter(pk__in=question_ids, status=Status.RUNNING).update(
         claim_expires_at=Now() + timedelta(seconds=lease_seconds)
@@ -431,7 +444,7 @@ def _cancelled(question: Question, *, previous: str, now: datetime) -> Question:
     return question
 
 
-def _stream_end_best_effort(question_id: object, status: str) -> None:
+def _stream_end_best_effort(question_id: uuid.UUID, status: str) -> None:
     try:
         stream_append_sync(question_id, [("end", status)])
     except Exception as exc:

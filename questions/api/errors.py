@@ -49,8 +49,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             "error": codes if isinstance(codes, str) else "error",
             "detail": str(exc.detail),
         }
-        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            response.data["retry_after"] = int(exc.wait)
+        # Throttled always sets `wait`; djangorestframework-stubs 3.18.1 does not declare it.
+        wait = getattr(exc, "wait", None) if isinstance(exc, exceptions.Throttled) else None
+        if wait is not None:
+            response.data["retry_after"] = int(wait)
     return response
 
 

@@ -25,8 +25,10 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
@@ -50,9 +52,12 @@ from questions.metrics import EVENTS_WATCHERS
 from questions.models import Question
 from questions.selectors import question_get
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
+
 logger = logging.getLogger(__name__)
 
-FINAL_EVENT_NAMES = {
+FINAL_EVENT_NAMES: dict[str, str] = {
     Question.Status.SUCCEEDED: "done",
     Question.Status.FAILED: "failed",
     Question.Status.CANCELLED: "cancelled",
@@ -92,7 +97,9 @@ KEEPALIVE = b": keepalive\n\n"
 class JobEvents:
     """The events of one job for one watcher (already authenticated and allowed to see it)."""
 
-    def __init__(self, *, question: Question, user: Any, request: Any, after: str) -> None:
+    def __init__(
+        self, *, question: Question, user: User | AnonymousUser, request: Request, after: str
+    ) -> None:
         self.question = question
         self.user = user
         self.request = request
@@ -185,7 +192,7 @@ class JobEvents:
                             # visibility, and the URL in it, are theirs).
                             final = await watch.shared(
                                 f"final:{self.user.pk}:{self.request.get_host()}:{entry.id}",
-                                lambda entry_id=entry.id: self._final_event(entry_id),
+                                partial(self._final_event, entry.id),
                             )
                             if final is not None:
                                 yield final
@@ -285,7 +292,7 @@ class QuestionEventsApi(APIView):
             404: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
         },
     )
-    def get(self, request: Request, pk: Any) -> StreamingHttpResponse:
+    def get(self, request: Request, pk: uuid.UUID) -> StreamingHttpResponse:
         after = parse_last_event_id(
             request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id")
         )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import TYPE_CHECKING
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -23,6 +24,15 @@ from questions.services import (
     question_cancel,
     question_create,
 )
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    class AuthenticatedRequest(Request):
+        """The request of a view behind IsAuthenticated (the default permission)."""
+
+        user: User
+
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
@@ -82,7 +92,7 @@ class QuestionListCreateApi(APIView):
             429: _REFUSED,
         },
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         key = _idempotency_key(request)
         serializer = QuestionCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -120,7 +130,7 @@ class QuestionDetailApi(APIView):
         operation_id="questions_retrieve",
         responses={200: QuestionOutputSerializer, 401: _ERROR, 404: _ERROR},
     )
-    def get(self, request: Request, pk: Any) -> Response:
+    def get(self, request: Request, pk: uuid.UUID) -> Response:
         question = question_get(question_id=pk, user=request.user)
         if question is None:
             raise NotFound("No question with this id.")
@@ -135,7 +145,7 @@ class QuestionCancelApi(APIView):
         request=None,
         responses={202: QuestionOutputSerializer, 401: _ERROR, 404: _ERROR, 409: _ERROR},
     )
-    def post(self, request: Request, pk: Any) -> Response:
+    def post(self, request: Request, pk: uuid.UUID) -> Response:
         question = question_get(question_id=pk, user=request.user)
         if question is None:
             raise NotFound("No question with this id.")

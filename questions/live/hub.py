@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
+from redis.typing import KeyT, StreamIdT
 
-from questions.live.streams import KINDS, Entry, async_redis, stream_key
+from questions.live.streams import KINDS, Entry, XReadPairs, async_redis, stream_key
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class StreamHub:
         self.failure: BaseException | None = None
 
     @contextlib.asynccontextmanager
-    async def watch(self, job_id: object) -> AsyncIterator[Watch]:
+    async def watch(self, job_id: uuid.UUID) -> AsyncIterator[Watch]:
         key = stream_key(job_id)
         job = self._jobs.get(key)
         new = job is None
@@ -107,7 +109,7 @@ class StreamHub:
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return
-        for _key, items in response or []:
+        for _key, items in cast(XReadPairs, response or []):
             job.add(_entries(items))
 
     def _failed(self, exc: BaseException) -> None:
@@ -119,7 +121,9 @@ class StreamHub:
 
     async def _run(self) -> None:
         while self._jobs:
-            streams = {key: job.last_id for key, job in self._jobs.items() if not job.ended}
+            streams: dict[KeyT, StreamIdT] = {
+                key: job.last_id for key, job in self._jobs.items() if not job.ended
+            }
             if not streams:
                 await asyncio.sleep(CYCLE_SECONDS)
                 continue
@@ -132,7 +136,7 @@ class StreamHub:
                 await asyncio.sleep(_RETRY_SECONDS)
                 continue
             self.failure = None
-            for key, items in response or []:
+            for key, items in cast(XReadPairs, response or []):
                 job = self._jobs.get(key)
                 if job is not None:
                     job.add(_entries(items))

@@ -15,17 +15,22 @@ that finds no stream falls back to the row. This module knows nothing of questio
 from __future__ import annotations
 
 import asyncio
+import uuid
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import redis.asyncio
 from django.conf import settings
 from django_redis import get_redis_connection
+from redis.typing import EncodableT, FieldT
 
 Kind = Literal["status", "delta", "end"]
 KINDS: tuple[Kind, ...] = ("status", "delta", "end")
+# An XREAD reply as these clients get it (RESP2, redis-py's default protocol): per stream, its
+# key and its entries, each an id and its fields. redis-py types the reply for RESP3 too.
+XReadPairs = list[tuple[str, list[tuple[str, dict[str, str]]]]]
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
     weakref.WeakKeyDictionary()
@@ -39,7 +44,7 @@ class Entry:
     value: str
 
 
-def stream_key(job_id: object) -> str:
+def stream_key(job_id: uuid.UUID) -> str:
     return f"{settings.CACHES['default']['KEY_PREFIX']}:stream:{job_id}"
 
 
@@ -49,7 +54,8 @@ def async_redis() -> redis.asyncio.Redis:
     client = _clients.get(loop)
     if client is None:
         client = redis.asyncio.Redis.from_url(
-            settings.CACHES["default"]["LOCATION"],
+            # django-stubs allows a list of servers; this project configures one URL.
+            cast(str, settings.CACHES["default"]["LOCATION"]),
             socket_connect_timeout=settings.QUESTIONS_STREAM_REDIS_TIMEOUT,
             socket_timeout=None,  # XREAD BLOCK waits longer than any fixed timeout
             max_connections=settings.QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS,
@@ -59,11 +65,11 @@ def async_redis() -> redis.asyncio.Redis:
     return client
 
 
-def _xadd_args(entries: Iterable[tuple[Kind, str]]) -> list[dict[str, str]]:
+def _xadd_args(entries: Iterable[tuple[Kind, str]]) -> list[dict[FieldT, EncodableT]]:
     return [{kind: value} for kind, value in entries]
 
 
-async def stream_append(job_id: object, entries: Sequence[tuple[Kind, str]]) -> None:
+async def stream_append(job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) -> None:
     """Append entries in one round trip (pipelined XADDs and the TTL). Raises on Redis errors:
     callers decide whether the live view is worth a retry (it usually is not)."""
     if not entries:
@@ -76,7 +82,7 @@ async def stream_append(job_id: object, entries: Sequence[tuple[Kind, str]]) -> 
         await pipe.execute()
 
 
-def stream_append_sync(job_id: object, entries: Sequence[tuple[Kind, str]]) -> None:
+def stream_append_sync(job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) -> None:
     """`stream_append` for synchronous code (the web's Stop of a queued job, for one)."""
     if not entries:
         return
@@ -89,13 +95,13 @@ def stream_append_sync(job_id: object, entries: Sequence[tuple[Kind, str]]) -> N
 
 
 async def stream_read(
-    job_id: object, *, after: str = "0", block_ms: int | None = None
+    job_id: uuid.UUID, *, after: str = "0", block_ms: int | None = None
 ) -> list[Entry]:
     """Entries after the id `after` ("0": from the start); with `block_ms`, wait up to that long
     for the first one. An empty list means nothing new (or no stream at all)."""
     response = await async_redis().xread({stream_key(job_id): after}, block=block_ms, count=1000)
     entries: list[Entry] = []
-    for _key, items in response or []:
+    for _key, items in cast(XReadPairs, response or []):
         for entry_id, fields in items:
             for kind in KINDS:
                 if kind in fields:

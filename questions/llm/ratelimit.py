@@ -26,7 +26,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import cache
@@ -225,7 +225,8 @@ class RateLimiter:
         client = self._clients.get(loop)
         if client is None:
             client = Redis.from_url(
-                settings.CACHES["default"]["LOCATION"],
+                # django-stubs allows a list of servers; this project configures one URL.
+                cast(str, settings.CACHES["default"]["LOCATION"]),
                 socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_SECONDS,
                 socket_timeout=_REDIS_REPLY_TIMEOUT_SECONDS,
             )

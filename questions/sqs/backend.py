@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
@@ -18,6 +18,9 @@ from django.utils import timezone
 
 from questions.sqs.client import get_queue_url, get_sqs_client
 from questions.sqs.messages import encode_message, trace_attributes
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 
 def sqs_queue_name(task_queue_name: str) -> str:
@@ -35,7 +38,7 @@ class SQSTaskBackend(BaseTaskBackend):
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)
         now = timezone.now()
-        result = TaskResult(
+        result: TaskResult[..., Any] = TaskResult(
             task=task,
             id=uuid.uuid4().hex,
             status=TaskResultStatus.READY,
@@ -73,8 +76,9 @@ class SQSTaskBackend(BaseTaskBackend):
         attributes = trace_attributes()
         for start in range(0, len(kwargs_list), 10):
             chunk = kwargs_list[start : start + 10]
-            entries = [
-                {
+            entries: list[SendMessageBatchRequestEntryTypeDef] = []
+            for i, kwargs in enumerate(chunk):
+                entry: SendMessageBatchRequestEntryTypeDef = {
                     "Id": str(i),
                     "MessageBody": encode_message(
                         task_path=task.module_path,
@@ -83,10 +87,10 @@ class SQSTaskBackend(BaseTaskBackend):
                         kwargs=dict(kwargs),
                         enqueued_at=now,
                     ),
-                    **({"MessageAttributes": attributes} if attributes else {}),
                 }
-                for i, kwargs in enumerate(chunk)
-            ]
+                if attributes:
+                    entry["MessageAttributes"] = attributes
+                entries.append(entry)
             try:
                 url = url or get_queue_url(sqs_queue_name(task.queue_name))
                 response = get_sqs_client().send_message_batch(QueueUrl=url, Entries=entries)

@@ -11,13 +11,16 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from questions import metrics
 from questions.sqs.client import get_queue_url, get_sqs_client
 from questions.sqs.queues import queue_depth
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef, MessageTypeDef
 
 logger = logging.getLogger("questions.sqs.worker")
 
@@ -42,7 +45,7 @@ class Consumer:
             logger.warning("DLQ %s not found; poison messages stay on the queue", self.dlq_name)
             self.dlq_url = None
 
-    def receive(self, count: int, wait: int) -> list[dict[str, Any]]:
+    def receive(self, count: int, wait: int) -> list[MessageTypeDef]:
         response = get_sqs_client().receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=count,
@@ -60,7 +63,9 @@ class Consumer:
         """Delete in batches of 10; a message SQS refuses to delete is redelivered later (the
         job's claim makes that harmless), so failures are logged, not raised."""
         for chunk in iter_chunks(handles, 10):
-            entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
+            entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)
+            ]
             for attempt in range(3):
                 try:
                     response = get_sqs_client().delete_message_batch(
@@ -125,7 +130,7 @@ class Consumer:
         )
         metrics.SQS_MESSAGES.labels(action="retried").inc()
 
-    def dead_letter(self, message: dict[str, Any], reason: str) -> bool:
+    def dead_letter(self, message: MessageTypeDef, reason: str) -> bool:
         """Copy the message to the DLQ with its reason; False when there is no DLQ (then it
         stays, and the queue's redrive policy applies). The caller deletes the original."""
         if self.dlq_url is None:

@@ -14,7 +14,7 @@ import inspect
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.tasks.base import Task, TaskContext, TaskResult, TaskResultStatus
 from django.tasks.signals import task_finished, task_started
@@ -28,12 +28,16 @@ from questions.sqs.backoff import JOB_BACKOFF, Backoff
 from questions.sqs.exceptions import DeadLetter, RetryLater
 from questions.sqs.messages import MalformedMessage, TaskMessage, decode_message, trace_carrier
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
 logger = logging.getLogger("questions.sqs.worker")
 tracer = trace.get_tracer("questions.sqs.worker")
 
 
+# Django's TaskContext is a frozen dataclass; django-stubs 6.1.2 declares it unfrozen.
 @dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerTaskContext(TaskContext):
+class WorkerTaskContext(TaskContext):  # type: ignore[misc]
     """Django's task context, plus the worker's retry policy for tasks that want it."""
 
     max_attempts: int
@@ -59,7 +63,7 @@ class TaskExecutor:
         self.backoff = backoff
         self._tasks: dict[str, Task] = {}
 
-    async def __call__(self, message: dict[str, Any]) -> Outcome:
+    async def __call__(self, message: MessageTypeDef) -> Outcome:
         receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         token = otel_context.attach(
             propagate.extract(trace_carrier(message.get("MessageAttributes")))
@@ -79,7 +83,7 @@ class TaskExecutor:
         finally:
             otel_context.detach(token)
 
-    async def _execute(self, message: dict[str, Any], receive_count: int, span: Any) -> Outcome:
+    async def _execute(self, message: MessageTypeDef, receive_count: int, span: Any) -> Outcome:
         try:
             task_message = decode_message(message.get("Body", ""))
             task = self._resolve(task_message.task_path)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
 FORMAT_VERSION = 1
 
@@ -69,7 +72,7 @@ def decode_message(body: str) -> TaskMessage:
     )
 
 
-def trace_attributes() -> dict[str, dict[str, str]]:
+def trace_attributes() -> dict[str, MessageAttributeValueTypeDef]:
     """The current trace context as SQS MessageAttributes."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from questions.sqs.client import get_queue_url, get_sqs_client
 
-_DEPTH_ATTRIBUTES = {
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+    from mypy_boto3_sqs.type_defs import SendMessageRequestTypeDef
+
+_DEPTH_ATTRIBUTES: dict[str, QueueAttributeNameType] = {
     "visible": "ApproximateNumberOfMessages",
     "in_flight": "ApproximateNumberOfMessagesNotVisible",
     "delayed": "ApproximateNumberOfMessagesDelayed",
@@ -32,7 +37,7 @@ def queues_create(
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
-    attributes = {
+    attributes: dict[QueueAttributeNameType, str] = {
         "VisibilityTimeout": str(visibility_timeout),
         "MessageRetentionPeriod": str(4 * 24 * 3600),
         "RedrivePolicy": json.dumps(
@@ -89,7 +94,10 @@ def dlq_redrive(*, dlq_name: str, queue_name: str, limit: int | None = None) -> 
                 for key, value in (message.get("MessageAttributes") or {}).items()
                 if key != "dead_letter_reason"
             }
-            send_kwargs = {"QueueUrl": queue_url, "MessageBody": message["Body"]}
+            send_kwargs: SendMessageRequestTypeDef = {
+                "QueueUrl": queue_url,
+                "MessageBody": message["Body"],
+            }
             if attributes:
                 send_kwargs["MessageAttributes"] = attributes
             client.send_message(**send_kwargs)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from questions import metrics
 from questions.sqs.backoff import CONNECTION_BACKOFF
@@ -31,9 +31,12 @@ from questions.sqs.consumer import SQS_ERRORS, Consumer
 from questions.sqs.executor import Outcome
 from questions.sqs.upkeep import Upkeep
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
 logger = logging.getLogger("questions.sqs.worker")
 
-Handler = Callable[[dict[str, Any]], Awaitable[Outcome]]
+Handler = Callable[["MessageTypeDef"], Awaitable[Outcome]]
 
 
 class Runner(Upkeep):
@@ -192,7 +195,7 @@ class Runner(Upkeep):
                 job.add_done_callback(self._jobs.discard)
             metrics.JOBS_IN_FLIGHT.set(self._in_flight)
 
-    async def _run_one(self, message: dict[str, Any]) -> None:
+    async def _run_one(self, message: MessageTypeDef) -> None:
         message_id, handle = message["MessageId"], message["ReceiptHandle"]
         acked = False
         try:

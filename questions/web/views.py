@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -35,6 +35,15 @@ from questions.templatetags.question_tags import status_label
 from questions.web.errors import json_error
 from questions.web.forms import AskForm, HistoryFilterForm, TokenCreateForm, TokenRevokeForm
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    class AuthenticatedHttpRequest(HttpRequest):
+        """The request of a @login_required view (django-stubs' recipe): its user is a User."""
+
+        user: User
+
+
 HISTORY_PAGE_SIZE = 20
 RECENT_ON_ASK_PAGE = 5
 
@@ -53,7 +62,7 @@ def _page(
     )
 
 
-def _visible_question(request: HttpRequest, pk: Any) -> Question:
+def _visible_question(request: HttpRequest, pk: uuid.UUID) -> Question:
     """The question if this user may see it; 404 (not 403) otherwise, so ids leak nothing."""
     question = question_get(question_id=pk, user=request.user)
     if question is None:
@@ -68,7 +77,7 @@ def _refused_message(refused: AskRefused) -> str:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def ask(request: HttpRequest) -> HttpResponse:
+def ask(request: AuthenticatedHttpRequest) -> HttpResponse:
     throttled = ""
     status = 200
     if request.method == "POST":
@@ -163,7 +172,7 @@ def _refreshes(question: Question) -> bool:
 
 @login_required
 @require_GET
-def detail(request: HttpRequest, pk: Any) -> HttpResponse:
+def detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     question = _visible_question(request, pk)
     return _page(
         request,
@@ -179,7 +188,7 @@ def detail(request: HttpRequest, pk: Any) -> HttpResponse:
 
 @login_required
 @require_POST
-def cancel(request: HttpRequest, pk: Any) -> HttpResponse:
+def cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     """The page's Stop button (a plain form: it works without JavaScript)."""
     question = _visible_question(request, pk)
     try:
@@ -192,7 +201,7 @@ def cancel(request: HttpRequest, pk: Any) -> HttpResponse:
 
 
 @require_GET
-def live(request: HttpRequest, pk: Any) -> JsonResponse:
+def live(request: HttpRequest, pk: uuid.UUID) -> JsonResponse:
     """The job's state and its panel rendered (and sanitised) on the server, for the live page."""
     if not request.user.is_authenticated:
         return json_error(401, "not_authenticated", "Please log in again.")
@@ -219,7 +228,7 @@ def live(request: HttpRequest, pk: Any) -> JsonResponse:
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
-def token(request: HttpRequest) -> HttpResponse:
+def token(request: AuthenticatedHttpRequest) -> HttpResponse:
     """List the user's tokens; make one (its key shown in this response only) or revoke one."""
     create_form = TokenCreateForm()
     new_key = ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +33,11 @@ class Watch:
 
 class InFlightJobs:
     def __init__(self) -> None:
-        self._watches: dict[Any, Watch] = {}
+        self._watches: dict[uuid.UUID, Watch] = {}
         self._lease = 60.0
         self._task: asyncio.Task[None] | None = None
 
-    def watch(self, question_id: Any, call: asyncio.Future[Any], lease: float) -> Watch:
+    def watch(self, question_id: uuid.UUID, call: asyncio.Future[Any], lease: float) -> Watch:
         watch = Watch(call)
         self._watches[question_id] = watch
         self._lease = lease
@@ -44,7 +45,7 @@ class InFlightJobs:
             self._task = asyncio.get_running_loop().create_task(self._run())
         return watch
 
-    def forget(self, question_id: Any) -> None:
+    def forget(self, question_id: uuid.UUID) -> None:
         self._watches.pop(question_id, None)
 
     async def _run(self) -> None:
