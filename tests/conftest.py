@@ -1,5 +1,5 @@
 """The test rig: real PostgreSQL and Redis, a real SQS server (moto) over HTTP, and the fake
-OpenAI-wire server from tests/llm_server.py. Nothing of the project's own code is mocked."""
+OpenAI-wire server from tests/fakes/llm_server.py. Nothing of the project's own code is mocked."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from questions.llm.client import reset_llm_client
 from questions.sqs.client import get_sqs_client, reset_sqs_client
 from questions.sqs.queues import queue_depth, queues_create
 from tests.factories import UserFactory
-from tests.llm_server import FakeLLM
-from tests.support import ROOT, WorkerProcess, child_env, free_port, start_moto, wait_until
+from tests.fakes.llm_server import FakeLLM
+from tests.fakes.sqs import start_moto
+from tests.support import ROOT, WorkerProcess, child_env, free_port, wait_until
 
 ARTIFACTS = ROOT / "test-artifacts"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -99,17 +98,6 @@ class WorkerProcess:
     def close(self) -> None:
         self.kill()
         self._log.close()
-
-
-def start_moto(port: int) -> subprocess.Popen[bytes]:
-    """moto's SQS server on 127.0.0.1:`port` (its state lives in the process)."""
-    executable = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    command = [executable] if executable else [sys.executable, "-m", "moto.server"]
-    return subprocess.Popen(
-        [*command, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 class TCPProxy:

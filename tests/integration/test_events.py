@@ -22,7 +22,7 @@ from rest_framework.authtoken.models import Token
 from questions.models import Question
 from questions.streams import stream_append_sync, stream_key
 from tests.factories import QuestionFactory
-from tests.sse import Event, iter_events, open_stream, read_events
+from tests.fakes.sse import Event, iter_events, open_stream, read_events
 from tests.support import ROOT, child_env, free_port, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_settings import PRODUCTION_ENV, manage
+from tests.integration.test_settings import PRODUCTION_ENV, manage
 
 
 @pytest.mark.parametrize(

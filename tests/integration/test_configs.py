@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.stack_configs import (
+from tests.integration.stack_configs import (
     COMPOSE_FILE,
     DASHBOARD,
     PROMETHEUS_YML,

@@ -1,7 +1,7 @@
-"""A worker-like process for tests/test_ratelimit.py: acquire the shared LLM rate limit `count`
-times and append the wall-clock time of each go to a file, one line each.
+"""A worker-like process for tests/integration/test_ratelimit.py: acquire the shared LLM rate
+limit `count` times and append the wall-clock time of each go to a file, one line each.
 
-    python -m tests.ratelimit_child MODEL COUNT TOKENS OUTFILE
+    python -m tests.integration.ratelimit_child MODEL COUNT TOKENS OUTFILE
 """
 
 from __future__ import annotations

@@ -38,12 +38,14 @@ def test_every_operation_conforms_to_the_schema(live_server, queues, user):
         )
         def check(case: schemathesis.Case) -> None:
             # The schema's `pattern` (no NUL, something not blank) is not always honoured when
-            # generating next to maxLength; those inputs get their 400 in tests/test_api.py.
+            # generating next to maxLength; those inputs get their 400 in
+            # tests/integration/test_api.py.
             question = case.body.get("question") if isinstance(case.body, dict) else None
             assume(not (isinstance(question, str) and ("\x00" in question or not question.strip())))
             if case.headers and "Idempotency-Key" in case.headers:
                 # One key stands for one question: a generated key reused for another question
-                # is rightly a 422 (tests/test_api_hardening.py), so each case gets its own.
+                # is rightly a 422 (tests/integration/test_api_hardening.py), so each case gets its
+                # own.
                 key = case.headers["Idempotency-Key"]
                 case.headers["Idempotency-Key"] = f"{key[:240]}-{uuid.uuid4().hex[:12]}"
             response = case.call(headers={"Authorization": f"Token {token}"})

@@ -65,7 +65,7 @@ def render_nginx_conf(
         elif seen["upstream"] == 1:  # the first upstream line stands for all of them
             out.extend(f"{indent}server {address}{rest};" for address in upstreams)
     assert seen == {"path": len(paths), "upstream": 2, "events-upstream": 1, "listen": 1}, (
-        f"nginx/nginx.conf changed shape; update tests/stack_configs.py: {seen}"
+        f"nginx/nginx.conf changed shape; update tests/integration/stack_configs.py: {seen}"
     )
     if os.geteuid() == 0:
         # As root, nginx's workers would run as www-data and could not read a checkout in a

@@ -36,7 +36,15 @@ def _model() -> str:
 
 def _start(model: str, count: int, tokens: int, out: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.ratelimit_child", model, str(count), str(tokens), str(out)],
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.ratelimit_child",
+            model,
+            str(count),
+            str(tokens),
+            str(out),
+        ],
         cwd=ROOT,
         env=child_env(**{"REDIS_URL": OWN_REDIS_DB, **env}),
     )

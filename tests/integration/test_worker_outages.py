@@ -17,7 +17,8 @@ from questions.models import Question
 from questions.services import question_create
 from questions.sqs.client import reset_sqs_client
 from questions.sqs.queues import queues_create
-from tests.support import TCPProxy, free_port, start_moto, wait_until
+from tests.fakes.sqs import start_moto
+from tests.support import TCPProxy, free_port, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -37,7 +37,7 @@ Response items (script entries and ``always``) are dicts with these optional key
 
 Precedence per call: next script item, else ``always``, else the default success.
 
-Run in the foreground with ``python -m tests.llm_server --port 8765 [--latency 0.5]``.
+Run in the foreground with ``python -m tests.fakes.llm_server --port 8765 [--latency 0.5]``.
 """
 
 from __future__ import annotations
@@ -1022,7 +1022,7 @@ class FakeLLM:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.llm_server",
+        prog="python -m tests.fakes.llm_server",
         description="Fake OpenAI Chat Completions server (foreground; stop with Ctrl-C/SIGTERM).",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -88,7 +88,10 @@ def test_two_workers_whose_clocks_differ_by_60_seconds_never_call_twice(
         "--visibility-timeout=30",
         "--burst",
         "--requeue-interval=0",
-        env={"DJANGO_SETTINGS_MODULE": "tests.skewed_settings", "TEST_CLOCK_SKEW_SECONDS": "60"},
+        env={
+            "DJANGO_SETTINGS_MODULE": "tests.integration.skewed_settings",
+            "TEST_CLOCK_SKEW_SECONDS": "60",
+        },
     )
     wait_until(
         lambda: (

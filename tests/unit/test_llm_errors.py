@@ -14,7 +14,7 @@ from questions.llm.errors import (
     backoff_delay,
     classify_llm_error,
 )
-from tests.llm_server import FakeLLM
+from tests.fakes.llm_server import FakeLLM
 from tests.support import free_port
 
 

@@ -25,9 +25,9 @@ import yaml
 
 from questions.accounts import api_token_create
 from questions.models import Question
-from tests.otlp_receiver import OTLPReceiver
-from tests.sse import Event, iter_events, open_stream, read_events
-from tests.stack_configs import (
+from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.fakes.sse import Event, iter_events, open_stream, read_events
+from tests.integration.stack_configs import (
     COMPOSE_FILE,
     DASHBOARD,
     dashboard_exprs,

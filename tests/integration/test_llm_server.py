@@ -20,10 +20,10 @@ from typing import Any
 import openai
 import pytest
 
-from tests.llm_server import FakeLLM
+from tests.fakes.llm_server import FakeLLM
 
 MODEL = "gpt-4o-mini"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -412,7 +412,7 @@ def test_raw_http_errors_and_keep_alive(fake: FakeLLM) -> None:
 
 def test_cli_runs_and_stops_on_sigterm() -> None:
     process = subprocess.Popen(  # noqa: S603 - fixed argv
-        [sys.executable, "-m", "tests.llm_server", "--port", "0", "--latency", "0"],
+        [sys.executable, "-m", "tests.fakes.llm_server", "--port", "0", "--latency", "0"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

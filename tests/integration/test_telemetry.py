@@ -19,7 +19,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 from config.logging import ContextFilter, JsonFormatter, bind_job_id
 from questions.models import Question
 from questions.sqs.client import get_sqs_client
-from tests.otlp_receiver import OTLPReceiver
+from tests.fakes.otlp_receiver import OTLPReceiver
 from tests.support import wait_until
 
 QUESTION = "Which river runs through the secret valley of Zog?"

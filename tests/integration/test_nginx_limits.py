@@ -21,9 +21,9 @@ import pytest
 import requests
 
 from tests.factories import UserFactory
-from tests.stack_configs import render_nginx_conf
+from tests.integration.stack_configs import render_nginx_conf
+from tests.integration.test_stack import Processes
 from tests.support import ROOT, child_env, free_port, wait_until
-from tests.test_stack import Processes
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
