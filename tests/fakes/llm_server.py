@@ -11,29 +11,27 @@ It speaks enough of the OpenAI wire format for the real ``openai`` client to tal
 
 Endpoints
     ``POST /v1/chat/completions``  chat completion (``stream: true`` is supported too)
-    ``GET  /v1/models``            model list; ``GET /v1/models/<id>`` one model
     ``POST /_control/configure``   JSON with any of latency, answer, prompt_tokens,
-                                   completion_tokens, always (``null`` restores the default)
-    ``POST /_control/enqueue``     ``{"items": [item, ...]}`` appended to the script
+                                   completion_tokens, always, stream_interval (``null``
+                                   restores the default)
     ``POST /_control/reset``       same as :meth:`FakeLLM.reset`
-    ``GET  /_control/stats``       ``{"calls", "in_flight", "max_in_flight", "queued"}``
-    ``GET  /_control/requests``    ``{"requests": [body, ...]}`` (bodies received so far)
+    ``GET  /_control/stats``       ``{"calls", "in_flight", "max_in_flight"}``
 
-Response items (script entries and ``always``) are dicts with these optional keys:
+Response items (script entries from :meth:`FakeLLM.enqueue` and ``always``) are dicts with
+these optional keys:
     ``status``        HTTP status; 2xx is a normal completion, anything else an OpenAI-style
                       error body ``{"error": {"message", "type", "param", "code"}}``
+    ``message``       the error body's message
     ``retry_after``   value of a ``Retry-After`` header (number or string)
     ``hang``          ``True``: never answer; the connection is dropped on stop(), when the
-                      client goes away, or after ``hang_timeout`` (300 s)
+                      client goes away, or after ``HANG_TIMEOUT`` (300 s)
     ``latency``       seconds to wait before answering (replaces the global latency)
     ``disconnect``    ``True``: close the connection without answering
-    ``answer``, ``prompt_tokens``, ``completion_tokens``  per-call overrides for a success
-    ``stream_interval``  seconds between the chunks of a streamed answer (``stream: true``):
-                      the answer goes out word by word over time, as a real model writes it;
-                      0 (default) sends it in one chunk. A client that goes away mid-stream
-                      ends it (counted in ``cut_streams``).
-    ``message``, ``type``, ``code``  override the error body fields
-    ``headers``       extra response headers ``{name: value}``
+
+``stream_interval`` (configure) is the seconds between the chunks of a streamed answer
+(``stream: true``): the answer goes out word by word over time, as a real model writes it;
+0 (default) sends it in one chunk. A client that goes away mid-stream ends it (counted in
+``cut_streams``).
 
 Precedence per call: next script item, else ``always``, else the default success.
 
@@ -55,7 +53,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,14 +66,10 @@ HANG_TIMEOUT: Final = 300.0
 """Seconds a ``{"hang": true}`` request is held before the connection is dropped."""
 
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024
-MODEL_IDS: Final = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1")
 
 # How often a waiting handler (latency / hang) checks whether its client went away.
 _DISCONNECT_CHECK_INTERVAL: Final = 0.25
 _SERVE_POLL_INTERVAL: Final = 0.05
-
-AnswerFn = Callable[[dict[str, Any]], str]
-"""In-process only: builds the answer from the request body."""
 
 _ITEM_KEYS: Final = frozenset(
     {
@@ -84,14 +78,7 @@ _ITEM_KEYS: Final = frozenset(
         "hang",
         "latency",
         "disconnect",
-        "answer",
-        "prompt_tokens",
-        "completion_tokens",
         "message",
-        "type",
-        "code",
-        "headers",
-        "stream_interval",
     }
 )
 _CONFIG_KEYS: Final = frozenset(
@@ -182,22 +169,10 @@ def _validate_item(item: object) -> dict[str, Any]:
     for flag in ("hang", "disconnect"):
         if flag in out and not isinstance(out[flag], bool):
             raise ValueError(f"{flag} must be a bool, got {out[flag]!r}")
-    for key in ("latency", "stream_interval"):
-        if key in out:
-            out[key] = _check_seconds(key, out[key])
-    for key in ("prompt_tokens", "completion_tokens"):
-        if key in out:
-            _check_tokens(key, out[key])
-    for key in ("answer", "message", "type", "code"):
-        if key in out and not isinstance(out[key], str):
-            raise ValueError(f"{key} must be a string, got {out[key]!r}")
-    if "headers" in out:
-        headers = out["headers"]
-        if not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
-            raise ValueError(f"headers must map strings to strings, got {headers!r}")
-        out["headers"] = dict(headers)
+    if "latency" in out:
+        out["latency"] = _check_seconds("latency", out["latency"])
+    if "message" in out and not isinstance(out["message"], str):
+        raise ValueError(f"message must be a string, got {out['message']!r}")
     return out
 
 
@@ -205,16 +180,7 @@ def _validate_item(item: object) -> dict[str, Any]:
 
 
 def _text_of(content: object) -> str:
-    """Text of a message ``content`` (a string or a list of content parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
+    return content if isinstance(content, str) else ""
 
 
 def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -240,7 +206,7 @@ class _Plan:
 
     item: dict[str, Any] | None
     latency: float
-    answer: str | AnswerFn | None
+    answer: str | None
     prompt_tokens: int | None
     completion_tokens: int | None
     stream_interval: float = 0.0
@@ -303,45 +269,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch()
 
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
     def _read_exactly(self, n: int) -> bytes:
         data = self.rfile.read(n)
         if len(data) != n:
             raise ConnectionAbortedError("client closed the connection mid-body")
         return data
 
-    def _read_chunked(self) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1024)
-            if not line:
-                raise ConnectionAbortedError("client closed the connection mid-body")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError as exc:
-                raise _BadRequest("invalid chunked encoding") from exc
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(parts)
-            total += size
-            if total > MAX_BODY_BYTES:
-                raise _BadRequest("request body too large")
-            parts.append(self._read_exactly(size))
-            self._read_exactly(2)  # CRLF after each chunk
-
     def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
         raw_length = self.headers.get("Content-Length")
         if not raw_length:
             return b""
@@ -416,38 +350,18 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._chat_completion(raw)
             return
-        if path == "/v1/models" and method == "GET":
-            models = [self._model(model_id) for model_id in MODEL_IDS]
-            self._send_json(200, {"object": "list", "data": models})
-            return
-        if path.startswith("/v1/models/") and method == "GET":
-            self._send_json(200, self._model(path.removeprefix("/v1/models/")))
-            return
         if path.startswith("/_control/"):
             self._control(method, path.removeprefix("/_control/"), raw, fake)
             return
         self._send_error(404, f"Unknown request URL: {method} {path}.", code="unknown_url")
 
-    @staticmethod
-    def _model(model_id: str) -> dict[str, Any]:
-        return {"id": model_id, "object": "model", "created": 1700000000, "owned_by": "fake"}
-
     def _control(self, method: str, action: str, raw: bytes, fake: FakeLLM) -> None:
-        routes = {
-            ("GET", "stats"),
-            ("GET", "requests"),
-            ("POST", "configure"),
-            ("POST", "enqueue"),
-            ("POST", "reset"),
-        }
+        routes = {("GET", "stats"), ("POST", "configure"), ("POST", "reset")}
         if (method, action) not in routes:
             self._send_error(404, f"Unknown control endpoint: {method} /_control/{action}.")
             return
         if method == "GET":
-            if action == "stats":
-                self._send_json(200, fake.stats())
-            else:
-                self._send_json(200, {"requests": fake.requests})
+            self._send_json(200, fake.stats())
             return
         try:
             data = json.loads(raw) if raw.strip() else {}
@@ -459,11 +373,6 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ValueError("control request body must be a JSON object")
             if action == "configure":
                 fake.configure_from_mapping(data)
-            elif action == "enqueue":
-                items = data.get("items")
-                if not isinstance(items, list):
-                    raise ValueError('enqueue expects {"items": [...]}')
-                fake.enqueue(*items)
             else:
                 fake.reset()
         except ValueError as exc:
@@ -505,7 +414,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, body: dict[str, Any], plan: _Plan) -> None:
         item = plan.item or {}
         if item.get("hang"):
-            self._wait(self.server.fake.hang_timeout)
+            self._wait(HANG_TIMEOUT)
             self._drop()
             return
         delay = item.get("latency", plan.latency)
@@ -516,7 +425,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
 
-        headers: dict[str, str] = dict(item.get("headers", {}))
+        headers: dict[str, str] = {}
         if "retry_after" in item:
             headers["Retry-After"] = _format_retry_after(item["retry_after"])
         status = int(item.get("status", 200))
@@ -532,17 +441,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(
                 status,
                 item.get("message", default_message),
-                type_=item.get("type", default_type),
-                code=item.get("code", default_code),
+                type_=default_type,
+                code=default_code,
                 headers=headers,
             )
             return
 
-        answer = self._answer(body, item, plan)
-        prompt_tokens = item.get("prompt_tokens", plan.prompt_tokens)
+        answer = self._answer(body, plan)
+        prompt_tokens = plan.prompt_tokens
         if prompt_tokens is None:
             prompt_tokens = sum(_count_words(_text_of(m.get("content"))) for m in _messages(body))
-        completion_tokens = item.get("completion_tokens", plan.completion_tokens)
+        completion_tokens = plan.completion_tokens
         if completion_tokens is None:
             completion_tokens = _count_words(answer)
         usage = {
@@ -550,8 +459,6 @@ class _Handler(BaseHTTPRequestHandler):
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
-        n = body.get("n")
-        choices = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 128 else 1
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         model = body["model"]
@@ -566,12 +473,10 @@ class _Handler(BaseHTTPRequestHandler):
                 created,
                 model,
                 answer,
-                choices,
                 usage if include_usage else None,
-                chunked=bool(item.get("stream_interval", plan.stream_interval)),
+                chunked=plan.stream_interval > 0,
             )
-            interval = float(item.get("stream_interval", plan.stream_interval))
-            if interval <= 0:
+            if plan.stream_interval <= 0:
                 self._send(
                     status,
                     b"".join(events),
@@ -579,7 +484,7 @@ class _Handler(BaseHTTPRequestHandler):
                     headers=headers,
                 )
                 return
-            self._send_stream(status, events, interval, headers=headers)
+            self._send_stream(status, events, plan.stream_interval, headers=headers)
             return
 
         completion = {
@@ -590,24 +495,20 @@ class _Handler(BaseHTTPRequestHandler):
             "system_fingerprint": "fp_fakellm",
             "choices": [
                 {
-                    "index": index,
+                    "index": 0,
                     "message": {"role": "assistant", "content": answer, "refusal": None},
                     "logprobs": None,
                     "finish_reason": "stop",
                 }
-                for index in range(choices)
             ],
             "usage": usage,
         }
         self._send_json(status, completion, headers=headers)
 
     @staticmethod
-    def _answer(body: dict[str, Any], item: Mapping[str, Any], plan: _Plan) -> str:
-        answer = item.get("answer", plan.answer)
-        if callable(answer):
-            return str(answer(body))
-        if isinstance(answer, str):
-            return answer
+    def _answer(body: dict[str, Any], plan: _Plan) -> str:
+        if plan.answer is not None:
+            return plan.answer
         last_user = ""
         for message in reversed(_messages(body)):
             if message.get("role") == "user":
@@ -647,7 +548,6 @@ class _Handler(BaseHTTPRequestHandler):
         created: int,
         model: str,
         answer: str,
-        choices: int,
         usage: dict[str, int] | None,
         *,
         chunked: bool,
@@ -660,13 +560,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "model": model,
                 "system_fingerprint": "fp_fakellm",
                 "choices": [
-                    {
-                        "index": index,
-                        "delta": delta,
-                        "logprobs": None,
-                        "finish_reason": finish_reason,
-                    }
-                    for index in range(choices)
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
                 ],
             }
 
@@ -694,15 +588,10 @@ class _Handler(BaseHTTPRequestHandler):
         """True when the client closed its end (only checked while we are waiting)."""
         sock = self.connection
         try:
-            if hasattr(select, "poll"):
-                poller = select.poll()
-                poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-                if not poller.poll(0):
-                    return False
-            else:  # pragma: no cover - non-POSIX
-                readable, _, _ = select.select([sock], [], [], 0)
-                if not readable:
-                    return False
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+            if not poller.poll(0):
+                return False
             return sock.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):
             return True
@@ -735,10 +624,8 @@ class FakeLLM:
         port: int = 0,
         *,
         latency: float = 0.0,
-        hang_timeout: float = HANG_TIMEOUT,
     ) -> None:
         self._default_latency = _check_seconds("latency", latency)
-        self.hang_timeout = _check_seconds("hang_timeout", hang_timeout)
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._stopped = False
@@ -746,7 +633,7 @@ class FakeLLM:
         self._connections: set[socket.socket] = set()
         # configuration
         self._latency = self._default_latency
-        self._answer: str | AnswerFn | None = None
+        self._answer: str | None = None
         self._prompt_tokens: int | None = None
         self._completion_tokens: int | None = None
         self._always: dict[str, Any] | None = None
@@ -843,7 +730,7 @@ class FakeLLM:
         self,
         *,
         latency: float | None | _Unset = _UNSET,
-        answer: str | AnswerFn | None | _Unset = _UNSET,
+        answer: str | None | _Unset = _UNSET,
         prompt_tokens: int | None | _Unset = _UNSET,
         completion_tokens: int | None | _Unset = _UNSET,
         always: Mapping[str, Any] | None | _Unset = _UNSET,
@@ -851,7 +738,7 @@ class FakeLLM:
     ) -> None:
         """Change the default behaviour; only the given keys change, ``None`` restores the
         default (latency from the constructor, generated answer, word-count tokens, no
-        ``always`` item). ``answer`` may be a callable taking the request body (in-process)."""
+        ``always`` item)."""
         new_latency = (
             latency
             if isinstance(latency, _Unset)
@@ -859,8 +746,8 @@ class FakeLLM:
             if latency is None
             else _check_seconds("latency", latency)
         )
-        if not isinstance(answer, _Unset | str) and answer is not None and not callable(answer):
-            raise ValueError(f"answer must be a string, a callable or None, got {answer!r}")
+        if not isinstance(answer, _Unset | str) and answer is not None:
+            raise ValueError(f"answer must be a string or None, got {answer!r}")
         for name, value in (
             ("prompt_tokens", prompt_tokens),
             ("completion_tokens", completion_tokens),
@@ -895,9 +782,6 @@ class FakeLLM:
             raise ValueError(
                 f"unknown configure key(s) {sorted(unknown)}; allowed: {sorted(_CONFIG_KEYS)}"
             )
-        answer = data.get("answer", _UNSET)
-        if not isinstance(answer, _Unset | str) and answer is not None:
-            raise ValueError(f"answer must be a string or null, got {answer!r}")
         self.configure(**data)
 
     def enqueue(self, *items: Mapping[str, Any]) -> None:
@@ -954,19 +838,12 @@ class FakeLLM:
         with self._cond:
             return self._max_in_flight
 
-    @property
-    def queued(self) -> int:
-        """Script items not consumed yet."""
-        with self._cond:
-            return len(self._script)
-
     def stats(self) -> dict[str, int]:
         with self._cond:
             return {
                 "calls": self._calls,
                 "in_flight": self._in_flight,
                 "max_in_flight": self._max_in_flight,
-                "queued": len(self._script),
             }
 
     def wait_for_calls(self, n: int, timeout: float = 5.0) -> bool:
