@@ -10,7 +10,6 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from questions.models import Question
 from tests.factories import QuestionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -18,26 +17,7 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/questions/question/"
 
 
-@pytest.fixture
-def admin_client_() -> Client:
-    client = Client()
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
-    return client
-
-
-def _failed(**fields) -> Question:
-    now = timezone.now()
-    return QuestionFactory(
-        status="failed",
-        error="The language model rejected the question as invalid.",
-        attempts=1,
-        started_at=now - timedelta(seconds=1),
-        finished_at=now,
-        **fields,
-    )
-
-
-def test_the_list_shows_the_columns_staff_need(admin_client_):
+def test_the_list_shows_the_columns_staff_need(superuser_client):
     owner = UserFactory(username="carol")
     now = timezone.now()
     QuestionFactory(
@@ -51,7 +31,7 @@ def test_the_list_shows_the_columns_staff_need(admin_client_):
         started_at=now - timedelta(seconds=2),
         finished_at=now,
     )
-    response = admin_client_.get(CHANGELIST)
+    response = superuser_client.get(CHANGELIST)
     assert response.status_code == 200
     content = response.content.decode()
     for column in ("short_question", "owner", "status", "model", "attempts", "tokens"):
@@ -65,11 +45,11 @@ def test_the_list_shows_the_columns_staff_need(admin_client_):
     assert "…" in content  # the question is shortened
 
 
-def test_filters_search_and_date_hierarchy(admin_client_):
+def test_filters_search_and_date_hierarchy(superuser_client):
     dave, erin = UserFactory(username="dave"), UserFactory(username="erin")
     QuestionFactory(owner=dave, text="About volcanoes", model="gpt-4o")
-    _failed(owner=erin, text="About glaciers")
-    content = admin_client_.get(CHANGELIST).content.decode()
+    QuestionFactory(failed=True, duration=1, owner=erin, text="About glaciers")
+    content = superuser_client.get(CHANGELIST).content.decode()
     assert "By status" in content
     assert "By model" in content
     assert "By owner" in content
@@ -78,7 +58,7 @@ def test_filters_search_and_date_hierarchy(admin_client_):
     )
 
     def listed(**params) -> str:
-        return admin_client_.get(CHANGELIST, params).content.decode()
+        return superuser_client.get(CHANGELIST, params).content.decode()
 
     assert "glaciers" in listed(status__exact="failed")
     assert "volcanoes" not in listed(status__exact="failed")
@@ -90,22 +70,22 @@ def test_filters_search_and_date_hierarchy(admin_client_):
     assert "volcanoes" in listed(created_at__year=timezone.now().year)
 
 
-def test_answer_usage_and_timing_cannot_be_edited_and_jobs_not_added(admin_client_):
-    question = _failed()
-    content = admin_client_.get(f"{CHANGELIST}{question.pk}/change/").content.decode()
+def test_answer_usage_and_timing_cannot_be_edited_and_jobs_not_added(superuser_client):
+    question = QuestionFactory(failed=True, duration=1)
+    content = superuser_client.get(f"{CHANGELIST}{question.pk}/change/").content.decode()
     for name in ("answer", "error", "status", "prompt_tokens", "completion_tokens", "started_at"):
         assert f'name="{name}"' not in content
     assert "The language model rejected the question as invalid." in content
-    assert admin_client_.get(f"{CHANGELIST}add/").status_code == 403
+    assert superuser_client.get(f"{CHANGELIST}add/").status_code == 403
 
 
 def test_retry_selected_failed_jobs_requeues_them_and_skips_others(
-    admin_client_, queues, django_capture_on_commit_callbacks
+    superuser_client, queues, django_capture_on_commit_callbacks
 ):
-    failed = _failed()
+    failed = QuestionFactory(failed=True, duration=1)
     done = QuestionFactory(status="succeeded", answer="42")
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        response = admin_client_.post(
+        response = superuser_client.post(
             CHANGELIST,
             {"action": "retry_failed", "_selected_action": [failed.pk, done.pk]},
             follow=True,
@@ -124,13 +104,15 @@ def test_retry_selected_failed_jobs_requeues_them_and_skips_others(
     assert done.status == "succeeded"
 
 
-def test_export_selected_as_csv(admin_client_):
+def test_export_selected_as_csv(superuser_client):
     owner = UserFactory(username="frank")
-    first = _failed(owner=owner, text='=HYPERLINK("http://evil")', prompt_tokens=3)
+    first = QuestionFactory(
+        failed=True, duration=1, owner=owner, text='=HYPERLINK("http://evil")', prompt_tokens=3
+    )
     second = QuestionFactory(owner=owner, text="Plain, with a comma")
     QuestionFactory(text="Not selected")
 
-    response = admin_client_.post(
+    response = superuser_client.post(
         CHANGELIST, {"action": "export_csv", "_selected_action": [first.pk, second.pk]}
     )
     assert response.status_code == 200
@@ -156,20 +138,20 @@ def test_non_staff_cannot_open_the_admin(user):
     assert response["Location"].startswith("/admin/login/")
 
 
-def test_the_trace_id_links_to_grafana_tempo(admin_client_, settings):
+def test_the_trace_id_links_to_grafana_tempo(superuser_client, settings):
     settings.TRACE_URL_TEMPLATE = "http://grafana.example/explore?trace={trace_id}"
     job = QuestionFactory(trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
 
-    page = admin_client_.get(f"{CHANGELIST}{job.pk}/change/").content.decode()
+    page = superuser_client.get(f"{CHANGELIST}{job.pk}/change/").content.decode()
 
     assert '<a href="http://grafana.example/explore?trace=4bf92f3577b34da6a3ce929d0e0e4736"' in page
 
 
-def test_without_a_trace_url_template_the_trace_id_is_plain_text(admin_client_, settings):
+def test_without_a_trace_url_template_the_trace_id_is_plain_text(superuser_client, settings):
     settings.TRACE_URL_TEMPLATE = None
     job = QuestionFactory(trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
 
-    page = admin_client_.get(f"{CHANGELIST}{job.pk}/change/").content.decode()
+    page = superuser_client.get(f"{CHANGELIST}{job.pk}/change/").content.decode()
 
     assert "4bf92f3577b34da6a3ce929d0e0e4736" in page
     assert "explore?" not in page

@@ -8,7 +8,7 @@ from asgiref.sync import async_to_sync
 from questions.answering import question_answer
 from questions.models import Question
 from questions.sqs.exceptions import DeadLetter, RetryLater
-from tests.factories import QuestionFactory
+from tests.factories import QuestionFactory, reloaded
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,7 +22,7 @@ def test_a_queued_job_is_answered_once_and_a_second_delivery_is_a_duplicate(user
     assert answer(job_id=str(question.pk), max_attempts=3) == "succeeded"
     assert answer(job_id=str(question.pk), max_attempts=3) == "duplicate"
 
-    row = Question.objects.get(pk=question.pk)
+    row = reloaded(question)
     assert (row.status, row.answer, row.attempts) == ("succeeded", "Forty-two.", 1)
     assert fake_llm.calls == 1
 
@@ -33,10 +33,10 @@ def test_a_5xx_is_retried_until_max_attempts_then_fails(user, fake_llm):
 
     with pytest.raises(RetryLater):
         answer(job_id=str(question.pk), max_attempts=2)
-    assert Question.objects.get(pk=question.pk).status == Question.Status.QUEUED
+    assert reloaded(question).status == Question.Status.QUEUED
     assert answer(job_id=str(question.pk), max_attempts=2) == "failed"
 
-    row = Question.objects.get(pk=question.pk)
+    row = reloaded(question)
     assert row.attempts == 2 and "Gave up after 2 attempts" in row.error
     assert fake_llm.calls == 2
 
@@ -50,14 +50,14 @@ def test_a_429_gives_the_attempt_back_and_gives_up_only_after_the_queue_limit(
     for _ in range(3):
         with pytest.raises(RetryLater):
             answer(job_id=str(question.pk), max_attempts=1)
-    assert Question.objects.get(pk=question.pk).attempts == 0
+    assert reloaded(question).attempts == 0
 
     settings.QUESTIONS_MAX_QUEUE_SECONDS = 0
     Question.objects.filter(pk=question.pk).update(
         created_at=question.created_at.replace(year=question.created_at.year - 1)
     )
     assert answer(job_id=str(question.pk), max_attempts=1) == "failed"
-    row = Question.objects.get(pk=question.pk)
+    row = reloaded(question)
     assert "rate limit" in row.error and row.attempts == 1
     assert fake_llm.calls == 4
 
@@ -91,6 +91,6 @@ def test_a_job_claimed_again_with_a_stashed_answer_is_finished_from_it_without_a
 
     assert answer(job_id=str(question.pk), max_attempts=3) == "succeeded"
 
-    row = Question.objects.get(pk=question.pk)
+    row = reloaded(question)
     assert (row.answer, row.attempts, row.completion_tokens) == ("Already paid for.", 2, 3)
     assert fake_llm.calls == 0

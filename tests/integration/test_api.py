@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from questions.models import Question
 from tests.factories import QuestionFactory
+from tests.support import assert_json_error
 
 pytestmark = pytest.mark.django_db
 
@@ -28,17 +29,6 @@ JOB_FIELDS = {
     "started_at",
     "finished_at",
 }
-
-
-def assert_json_error(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["detail"], str) and body["detail"]
-    if code is not None:
-        assert body["error"] == code
-    assert "Traceback" not in response.content.decode()
-    return body
 
 
 class TestCreate:

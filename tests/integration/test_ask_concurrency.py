@@ -5,8 +5,7 @@ PostgreSQL count under the per-user advisory lock)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +13,10 @@ from typing import Any
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 
+from questions.accounts import api_token_create
 from questions.models import Question
-from tests.support import ROOT, child_env, free_port, wait_until
+from tests.support import GUNICORN, child_env, free_port, serving, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,45 +26,30 @@ REQUESTS = 200
 
 @pytest.fixture
 def gunicorn(queues: Any, artifacts: Any) -> Iterator[Any]:
-    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+    with contextlib.ExitStack() as servers:
+        started: list[str] = []
 
-    def start(**env: str) -> str:
-        port = free_port()
-        log = (artifacts / f"gunicorn-{len(started)}.log").open("w")
-        environment = child_env(
-            GUNICORN_BIND=f"127.0.0.1:{port}",
-            GUNICORN_WORKERS="2",
-            GUNICORN_THREADS="8",
-            OTEL_SDK_DISABLED="true",
-            QUESTIONS_THROTTLE_RATE=f"{LIMIT}/hour",
-            QUESTIONS_MAX_OPEN_PER_USER=str(REQUESTS * 10),
-            **env,
-        )
-        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn.conf.py"],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        started.append((server, log))
-        base = f"http://127.0.0.1:{port}"
+        def start(**env: str) -> str:
+            port = free_port()
+            environment = child_env(
+                GUNICORN_BIND=f"127.0.0.1:{port}",
+                GUNICORN_WORKERS="2",
+                GUNICORN_THREADS="8",
+                OTEL_SDK_DISABLED="true",
+                QUESTIONS_THROTTLE_RATE=f"{LIMIT}/hour",
+                QUESTIONS_MAX_OPEN_PER_USER=str(REQUESTS * 10),
+                **env,
+            )
+            environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            base = f"http://127.0.0.1:{port}"
+            log_path = artifacts / f"gunicorn-{len(started)}.log"
+            servers.enter_context(
+                serving(GUNICORN, env=environment, log_path=log_path, base_url=base, timeout=60)
+            )
+            started.append(base)
+            return base
 
-        def up() -> bool:
-            try:
-                return requests.get(f"{base}/healthz", timeout=5).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(up, timeout=60, interval=0.2, what="gunicorn to answer")
-        return base
-
-    yield start
-    for server, log in started:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+        yield start
 
 
 def _burst(base: str, token: str) -> Counter[int]:
@@ -94,7 +78,7 @@ def test_200_concurrent_posts_with_a_limit_of_100_accept_exactly_100(redis, guni
     port = 6379 if redis == "up" else free_port()
     env = {"REDIS_URL": f"redis://127.0.0.1:{port}/13"}
     base = gunicorn(**env)
-    token = Token.objects.create(user=user).key
+    token = api_token_create(user=user, name="tests").key
 
     statuses = _burst(base, token)
 

@@ -9,27 +9,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from questions.limits import utc_day_start
 from questions.models import Question, UserQuota
 from questions.pricing import worst_case_cost
 from tests.factories import QuestionFactory
-from tests.support import free_port
+from tests.support import api_ask, assert_json_error, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _ask(api, text: str = "How far is the moon?", **headers: str):
-    return api.post("/api/questions/", {"question": text}, format="json", **headers)
-
-
-@pytest.fixture
-def page(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
@@ -48,14 +36,12 @@ def redis_down(settings):
 @pytest.mark.usefixtures("redis_down")
 def test_with_redis_down_the_rate_is_counted_in_postgresql(api, user, settings, queues):
     settings.QUESTIONS_THROTTLE_RATE = "2/minute"
-    assert _ask(api, "one").status_code == 202
-    assert _ask(api, "two").status_code == 202
+    assert api_ask(api, "one").status_code == 202
+    assert api_ask(api, "two").status_code == 202
 
-    response = _ask(api, "three")
+    response = api_ask(api, "three")
 
-    assert response.status_code == 429
-    body = response.json()
-    assert body["error"] == "throttled"
+    body = assert_json_error(response, 429, "throttled")
     assert "you may ask 2 per minute" in body["detail"]
     assert 0 < body["retry_after"] <= 60
     assert response["Retry-After"] == str(body["retry_after"])
@@ -69,25 +55,25 @@ def test_with_redis_down_questions_older_than_the_window_do_not_count(api, user,
     QuestionFactory.create_batch(
         2, owner=user, status="succeeded", created_at=timezone.now() - timedelta(seconds=61)
     )
-    assert _ask(api).status_code == 202
+    assert api_ask(api).status_code == 202
 
 
 def test_a_question_refused_for_another_limit_gives_its_rate_slot_back(api, user, settings, queues):
     settings.QUESTIONS_THROTTLE_RATE = "2/minute"
     settings.QUESTIONS_MAX_OPEN_PER_USER = 1
-    first = _ask(api, "one")
+    first = api_ask(api, "one")
     assert first.status_code == 202
-    assert _ask(api, "two").json()["error"] == "too_many_open_jobs"
+    assert api_ask(api, "two").json()["error"] == "too_many_open_jobs"
     Question.objects.filter(pk=first.json()["id"]).update(status="succeeded")
 
-    assert _ask(api, "three").status_code == 202  # the refused one did not use the 2nd slot
-    assert _ask(api, "four").json()["error"] == "throttled"
+    assert api_ask(api, "three").status_code == 202  # the refused one did not use the 2nd slot
+    assert api_ask(api, "four").json()["error"] == "throttled"
 
 
 def test_an_idempotent_replay_is_not_counted(api, settings, queues):
     settings.QUESTIONS_THROTTLE_RATE = "1/minute"
-    assert _ask(api, HTTP_IDEMPOTENCY_KEY="k1").status_code == 202
-    replay = _ask(api, HTTP_IDEMPOTENCY_KEY="k1")
+    assert api_ask(api, HTTP_IDEMPOTENCY_KEY="k1").status_code == 202
+    replay = api_ask(api, HTTP_IDEMPOTENCY_KEY="k1")
     assert replay.status_code == 202
     assert replay["Idempotent-Replayed"] == "true"
     assert Question.objects.count() == 1
@@ -99,31 +85,29 @@ def test_an_idempotent_replay_is_not_counted(api, settings, queues):
 def test_unfinished_jobs_are_capped(api, user, settings, queues):
     settings.QUESTIONS_MAX_OPEN_PER_USER = 2
     QuestionFactory(owner=user, status="running")
-    assert _ask(api, "one").status_code == 202
+    assert api_ask(api, "one").status_code == 202
 
-    response = _ask(api, "two")
+    response = api_ask(api, "two")
 
-    assert response.status_code == 429
-    body = response.json()
-    assert body["error"] == "too_many_open_jobs"
+    body = assert_json_error(response, 429, "too_many_open_jobs")
     assert "2 questions waiting for an answer; the limit is 2 at once" in body["detail"]
     assert int(response["Retry-After"]) > 0
     assert Question.objects.filter(owner=user).count() == 2
     assert queues.depth()["visible"] == 1
     # Finished jobs do not count.
     Question.objects.filter(owner=user, status="running").update(status="failed")
-    assert _ask(api, "three").status_code == 202
+    assert api_ask(api, "three").status_code == 202
 
 
 def test_a_users_quota_overrides_the_cap(api, user, other_user, api_for, settings, queues):
     settings.QUESTIONS_MAX_OPEN_PER_USER = 1
     UserQuota.objects.create(user=user, max_open_jobs=3)
     for n in range(3):
-        assert _ask(api, f"q{n}").status_code == 202
-    assert _ask(api, "q3").status_code == 429
+        assert api_ask(api, f"q{n}").status_code == 202
+    assert api_ask(api, "q3").status_code == 429
     other = api_for(other_user)
-    assert _ask(other, "mine").status_code == 202
-    assert _ask(other, "mine too").status_code == 429
+    assert api_ask(other, "mine").status_code == 202
+    assert api_ask(other, "mine too").status_code == 429
 
 
 # --- the daily budget ----------------------------------------------------------------------
@@ -135,11 +119,9 @@ def test_a_user_over_budget_gets_429_until_midnight_utc_and_nothing_is_enqueued(
     settings.QUESTIONS_DAILY_BUDGET_USD = Decimal("0.50")
     QuestionFactory(owner=user, status="succeeded", cost=Decimal("0.499999"))
 
-    response = _ask(api)
+    response = api_ask(api)
 
-    assert response.status_code == 429
-    body = response.json()
-    assert body["error"] == "budget_exceeded"
+    body = assert_json_error(response, 429, "budget_exceeded")
     assert "daily budget of $0.50" in body["detail"]
     assert "midnight UTC" in body["detail"]
     now = datetime.now(UTC)
@@ -153,29 +135,29 @@ def test_yesterdays_spend_does_not_count(api, user, settings, queues):
     settings.QUESTIONS_DAILY_BUDGET_USD = Decimal("0.50")
     yesterday = utc_day_start(timezone.now()) - timedelta(minutes=1)
     QuestionFactory(owner=user, status="succeeded", cost=Decimal("0.50"), created_at=yesterday)
-    assert _ask(api).status_code == 202
+    assert api_ask(api).status_code == 202
 
 
 def test_unfinished_jobs_count_at_their_worst_case(api, user, settings, queues):
     text = "x" * 100
     one = worst_case_cost(question_bytes=len(text))
     settings.QUESTIONS_DAILY_BUDGET_USD = one * 2
-    assert _ask(api, text).status_code == 202
-    assert _ask(api, text).status_code == 202
+    assert api_ask(api, text).status_code == 202
+    assert api_ask(api, text).status_code == 202
     # Two unfinished questions reserve the whole budget; a third could pass it.
-    assert _ask(api, text).json()["error"] == "budget_exceeded"
+    assert api_ask(api, text).json()["error"] == "budget_exceeded"
     # Once they are answered, their real (smaller) cost is what counts.
     Question.objects.filter(owner=user).update(status="succeeded", cost=one / 4)
-    assert _ask(api, text).status_code == 202
+    assert api_ask(api, text).status_code == 202
 
 
 def test_a_users_quota_overrides_the_budget(api, user, settings, queues):
     settings.QUESTIONS_DAILY_BUDGET_USD = Decimal(100)
     quota = UserQuota.objects.create(user=user, daily_budget_usd=Decimal(0))
-    assert _ask(api).json()["error"] == "budget_exceeded"
+    assert api_ask(api).json()["error"] == "budget_exceeded"
     quota.daily_budget_usd = None  # back to the default
     quota.save()
-    assert _ask(api).status_code == 202
+    assert api_ask(api).status_code == 202
 
 
 def test_the_page_says_why_a_question_is_refused_and_keeps_it(page, user, settings, queues):
@@ -204,7 +186,7 @@ def test_concurrent_retries_with_one_key_replay_instead_of_hitting_the_cap(
 
     def ask(_: int) -> int:
         try:
-            return _ask(api_for(user), "once", HTTP_IDEMPOTENCY_KEY="same").status_code
+            return api_ask(api_for(user), "once", HTTP_IDEMPOTENCY_KEY="same").status_code
         finally:
             connections.close_all()
 

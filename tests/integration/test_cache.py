@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from questions.cache import job_cache_get
 from questions.models import Question
 from tests.factories import QuestionFactory
-from tests.support import free_port
+from tests.support import api_ask, free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -55,7 +55,7 @@ def test_cached_jobs_still_respect_ownership(api, api_for, user, other_user):
 
 def test_the_worker_caches_the_finished_job(api, queues, fake_llm, run_worker, transactional_db):
     fake_llm.configure(answer="cached by the worker")
-    job_id = api.post("/api/questions/", {"question": "q?"}, format="json").json()["id"]
+    job_id = api_ask(api, "q?").json()["id"]
     run_worker()
     cached = cache.get(f"job:{job_id}")
     assert cached is not None and cached["answer"] == "cached by the worker"
@@ -77,7 +77,7 @@ def test_with_redis_down_the_api_answers_from_postgresql(api, user, settings, qu
         assert response.status_code == 200
         assert response.json()["answer"] == "still here"
     # Asking still works too (the rate limit counts the user's questions in PostgreSQL instead).
-    created = api.post("/api/questions/", {"question": "Redis is down?"}, format="json")
+    created = api_ask(api, "Redis is down?")
     assert created.status_code == 202
 
     # Each request looked up its token's user (4) and each GET its job (3) in Redis first.

@@ -13,8 +13,8 @@ from rest_framework.test import APIClient
 from questions.models import Question
 from questions.services import QuestionAlreadyFinished, question_cancel, question_create
 from questions.streams import stream_key
-from tests.factories import QuestionFactory
-from tests.support import wait_until
+from tests.factories import QuestionFactory, reloaded
+from tests.support import api_ask, assert_json_error, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,21 +38,11 @@ def _cancelled_count(previous: str) -> float:
     return value or 0.0
 
 
-def assert_json_error(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["detail"], str) and body["detail"]
-    if code is not None:
-        assert body["error"] == code
-    return body
-
-
 def test_a_queued_job_is_cancelled_and_never_reaches_the_llm(
     api, user, queues, fake_llm, run_worker
 ):
     before = _cancelled_count("queued")
-    job_id = api.post("/api/questions/", {"question": "Stop me?"}, format="json").json()["id"]
+    job_id = api_ask(api, "Stop me?").json()["id"]
 
     response = api.post(f"/api/questions/{job_id}/cancel")
 
@@ -77,7 +67,7 @@ def test_a_queued_job_is_cancelled_and_never_reaches_the_llm(
 
 
 def test_a_finished_job_is_409_and_left_as_is(api, user, queues, fake_llm, run_worker):
-    job_id = api.post("/api/questions/", {"question": "Done?"}, format="json").json()["id"]
+    job_id = api_ask(api, "Done?").json()["id"]
     run_worker()
     assert Question.objects.get(pk=job_id).status == "succeeded"
 
@@ -100,7 +90,7 @@ def test_a_running_job_stops_mid_answer_and_keeps_the_partial_answer(
     # stream, sees the cancelled row within a second and closes the stream.
     fake_llm.configure(answer=LONG_ANSWER, stream_interval=0.3, completion_tokens=60)
     worker_process("--concurrency=2")
-    job_id = api.post("/api/questions/", {"question": "Long one?"}, format="json").json()["id"]
+    job_id = api_ask(api, "Long one?").json()["id"]
 
     def deltas() -> list[str]:
         return [f["delta"] for _, f in _stream_entries(job_id) if "delta" in f]
@@ -131,7 +121,7 @@ def test_unknown_or_someone_elses_job_is_404_and_no_auth_is_401(api, other_user,
         api.post("/api/questions/00000000-0000-0000-0000-000000000000/cancel"), 404, "not_found"
     )
     assert_json_error(APIClient().post(f"/api/questions/{theirs.pk}/cancel"), 401)
-    assert Question.objects.get(pk=theirs.pk).status == "queued"
+    assert reloaded(theirs).status == "queued"
 
 
 def test_session_auth_needs_csrf(user, queues):
@@ -139,14 +129,14 @@ def test_session_auth_needs_csrf(user, queues):
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     assert_json_error(client.post(f"/api/questions/{job.pk}/cancel"), 403)
-    assert Question.objects.get(pk=job.pk).status == "queued"
+    assert reloaded(job).status == "queued"
 
 
 def test_the_service_refuses_a_finished_job(user, queues):
     job = QuestionFactory(owner=user, status="failed")
     with pytest.raises(QuestionAlreadyFinished):
         question_cancel(question=job)
-    assert Question.objects.get(pk=job.pk).status == "failed"
+    assert reloaded(job).status == "failed"
 
 
 def test_the_page_stop_button_cancels_with_a_csrf_protected_form(user, queues):
@@ -160,14 +150,14 @@ def test_the_page_stop_button_cancels_with_a_csrf_protected_form(user, queues):
 
     # Without the CSRF token the form is refused.
     assert client.post(f"/questions/{question.pk}/cancel/").status_code == 403
-    assert Question.objects.get(pk=question.pk).status == "queued"
+    assert reloaded(question).status == "queued"
 
     token = page.context["csrf_token"]
     response = client.post(
         f"/questions/{question.pk}/cancel/", {"csrfmiddlewaretoken": str(token)}, follow=True
     )
     assert response.redirect_chain[-1][0] == question.get_absolute_url()
-    assert Question.objects.get(pk=question.pk).status == "cancelled"
+    assert reloaded(question).status == "cancelled"
     html = response.content.decode()
     assert "Stopped" in html and 'http-equiv="refresh"' not in html
     assert "data-stop" not in html
@@ -184,7 +174,7 @@ def test_stop_is_404_for_someone_elses_job_on_the_page(user, other_user, queues)
     client.force_login(user)
     assert client.post(f"/questions/{theirs.pk}/cancel/").status_code == 404
     assert client.get(f"/questions/{theirs.pk}/cancel/").status_code == 405
-    assert Question.objects.get(pk=theirs.pk).status == "queued"
+    assert reloaded(theirs).status == "queued"
 
 
 def test_admin_stops_selected_jobs_and_skips_finished_ones(staff_user, user, queues):

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from questions.models import Question
 from questions.sqs.client import get_sqs_client, reset_sqs_client
-from tests.factories import QuestionFactory
+from tests.factories import QuestionFactory, reloaded
 from tests.support import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -87,13 +87,13 @@ def test_requeue_jobs_sends_unsent_and_stale_jobs_and_failed_only_on_request(use
     assert "Requeued 2 jobs: 1 never sent, 1 stale, 0 with an expired claim, 0 failed." in output
     assert queues.depth()["visible"] == 2
     for question in (unsent, stale):
-        assert Question.objects.get(pk=question.pk).enqueued_at > old
-    assert Question.objects.get(pk=fresh.pk).enqueued_at is None
-    assert Question.objects.get(pk=failed.pk).status == Question.Status.FAILED
+        assert reloaded(question).enqueued_at > old
+    assert reloaded(fresh).enqueued_at is None
+    assert reloaded(failed).status == Question.Status.FAILED
 
     output = run("requeue_jobs", "--failed")
     assert "0 stale" in output and "1 failed." in output
-    row = Question.objects.get(pk=failed.pk)
+    row = reloaded(failed)
     assert (row.status, row.attempts, row.error) == (Question.Status.QUEUED, 0, "")
     assert row.enqueued_at is not None
     assert queues.depth()["visible"] == 3
@@ -190,7 +190,7 @@ def test_requeue_jobs_fails_clearly_when_sqs_is_unreachable(user, queues, sqs_un
     question = QuestionFactory(owner=user, created_at=timezone.now() - timedelta(hours=1))
     with pytest.raises(CommandError, match="1 jobs could not be sent to SQS; they stay queued"):
         run("requeue_jobs")
-    row = Question.objects.get(pk=question.pk)
+    row = reloaded(question)
     assert (row.status, row.enqueued_at) == (Question.Status.QUEUED, None)
 
 

@@ -6,7 +6,6 @@ worker writes it: entries while it runs, the row, then `end`."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -17,13 +16,13 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from questions.accounts import api_token_create
 from questions.models import Question
 from questions.streams import stream_append_sync, stream_key
 from tests.factories import QuestionFactory
 from tests.fakes.sse import Event, iter_events, open_stream, read_events
-from tests.support import ROOT, child_env, free_port, wait_until
+from tests.support import api_ask, child_env, free_port, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,33 +31,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def asgi_server(artifacts: Path) -> Iterator[str]:
     """uvicorn serving config.asgi, as the compose `events` process does."""
     port = free_port()
-    log = (artifacts / "uvicorn.log").open("w")
-    process = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}"
+    with serving(
         [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
          "--port", str(port), "--no-access-log", "--lifespan", "off",
          "--timeout-graceful-shutdown", "2"],
-        cwd=ROOT,
         env=child_env(QUESTIONS_EVENTS_KEEPALIVE="1"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        import requests
-
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_until(up, timeout=30, interval=0.2, what="uvicorn to start")
+        log_path=artifacts / "uvicorn.log",
+        base_url=url,
+    ):  # fmt: skip
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        log.close()
 
 
 @pytest.fixture(params=["wsgi", "asgi"])
@@ -69,8 +51,8 @@ def server(request: pytest.FixtureRequest) -> str:
 
 
 def _auth(user: Any) -> dict[str, str]:
-    token, _ = Token.objects.get_or_create(user=user)
-    return {"Authorization": f"Token {token.key}"}
+    token = api_token_create(user=user, name="tests").key
+    return {"Authorization": f"Token {token}"}
 
 
 def _stream_ids(job_id: object) -> list[str]:
@@ -189,7 +171,7 @@ def test_a_finished_job_gets_one_final_event_at_once(server, user):
 
 
 def test_a_cancelled_queued_job_ends_its_watchers_stream(live_server, user, api, queues):
-    job_id = api.post("/api/questions/", {"question": "Never mind?"}, format="json").json()["id"]
+    job_id = api_ask(api, "Never mind?").json()["id"]
     response = open_stream(f"{live_server.url}/api/questions/{job_id}/events", _auth(user))
     _in_background(lambda: api.post(f"/api/questions/{job_id}/cancel"))
     events = _events(read_events(response))

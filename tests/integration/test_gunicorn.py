@@ -4,15 +4,12 @@ whole replica (prometheus_client multiprocess mode, set up by config/gunicorn.co
 from __future__ import annotations
 
 import re
-import secrets
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from tests.support import ROOT, child_env, free_port, wait_until
+from tests.support import GUNICORN, free_port, production_env, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,35 +22,12 @@ def _get_count(metrics: str) -> float:
 
 def test_two_processes_share_one_metrics_view(queues, artifacts):
     port = free_port()
-    env = child_env(
-        DJANGO_SETTINGS_MODULE="config.settings.production",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1",
-        DJANGO_SECURE_SSL_REDIRECT="false",
-        GUNICORN_BIND=f"127.0.0.1:{port}",
-        GUNICORN_WORKERS="2",
-        GUNICORN_THREADS="2",
-        OTEL_SDK_DISABLED="true",
+    env = production_env(
+        GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2", GUNICORN_THREADS="2"
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = (artifacts / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn.conf.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            try:
-                return requests.get(f"{base}/healthz", timeout=5).status_code == 200
-            except requests.RequestException:  # refused, or still loading the app
-                return False
-
-        wait_until(up, timeout=30, what="gunicorn to answer")
+    with serving(GUNICORN, env=env, log_path=artifacts / "gunicorn.log", base_url=base):
         before = _get_count(requests.get(f"{base}/metrics", timeout=5).text)
         # 80 requests on fresh connections from 8 threads at once: both processes take some.
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -73,7 +47,3 @@ def test_two_processes_share_one_metrics_view(queues, artifacts):
             if "Booting worker with pid" in line
         }
         assert len(workers) == 2
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()

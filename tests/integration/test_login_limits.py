@@ -10,12 +10,11 @@ from ipaddress import ip_network
 import pytest
 from django.test import Client
 
-from tests.factories import UserFactory
+from tests.factories import PASSWORD, UserFactory
 from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "correct horse battery"  # tests.factories.UserFactory's
 LOGIN_PAGES = ["/accounts/login/", "/admin/login/"]
 
 

@@ -9,21 +9,25 @@ django-axes's per-IP counters of one test do not leak into another."""
 from __future__ import annotations
 
 import http.client
-import secrets
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import pytest
-import requests
 
-from tests.factories import UserFactory
+from tests.factories import PASSWORD, UserFactory
 from tests.integration.stack_configs import render_nginx_conf
 from tests.integration.test_stack import Processes
-from tests.support import ROOT, child_env, free_port, wait_until
+from tests.support import (
+    GUNICORN,
+    ROOT,
+    answers_health,
+    collectstatic,
+    free_port,
+    production_env,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
@@ -40,26 +44,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> It
     workdir = tmp_path_factory.mktemp("nginx-limits")
     processes = Processes(workdir)
     web_port, nginx_port = free_port(), free_port()
-    production = child_env(
-        DJANGO_SETTINGS_MODULE="config.settings.production",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-        DJANGO_SECURE_SSL_REDIRECT="false",
-        DJANGO_TRUSTED_PROXIES="127.0.0.1",
-        OTEL_SDK_DISABLED="true",
-        LOGIN_FAILURE_LIMIT="5",
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=production,
-        check=True,
-        timeout=120,
-    )
+    production = production_env(DJANGO_TRUSTED_PROXIES="127.0.0.1", LOGIN_FAILURE_LIMIT="5")
+    collectstatic(production)
     try:
         processes.start(
             "web",
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn.conf.py"],
+            GUNICORN,
             env={**production, "GUNICORN_BIND": f"127.0.0.1:{web_port}", "GUNICORN_THREADS": "4"},
         )
         conf = render_nginx_conf(
@@ -74,14 +64,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> It
              "-g", "daemon off;"],
         )  # fmt: skip
 
-        def up(port: int) -> bool:
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok
-            except requests.RequestException:
-                return False
-
-        wait_until(lambda: up(web_port), timeout=60, interval=0.2, what="gunicorn")
-        wait_until(lambda: up(nginx_port), timeout=20, interval=0.1, what="nginx")
+        web, edge = (f"http://127.0.0.1:{port}" for port in (web_port, nginx_port))
+        wait_until(answers_health(web, timeout=2), timeout=60, interval=0.2, what="gunicorn")
+        wait_until(answers_health(edge, timeout=2), timeout=20, interval=0.1, what="nginx")
         yield Stack(nginx_port=nginx_port, web_port=web_port)
     finally:
         processes.stop_all()
@@ -156,7 +141,7 @@ def test_a_spoofed_x_forwarded_for_does_not_escape_the_ip_lockout(stack: Stack) 
     assert browser.send("GET", "/accounts/login/") == 200  # the CSRF cookie
     failures = [browser.login(f"guess{n}", "wrong", spoofed=f"203.0.113.{n}") for n in range(5)]
     assert failures[:4] == [200] * 4  # the form again: each counted against 127.0.0.6
-    status = browser.login(victim.username, "correct horse battery", spoofed="203.0.113.99")
+    status = browser.login(victim.username, PASSWORD, spoofed="203.0.113.99")
     assert status == 429  # locked by the real client address, whatever the header said
     assert "Too many failed logins" in browser.last_body
 

@@ -20,23 +20,6 @@ from tests.factories import QuestionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "correct horse battery"
-
-
-def _client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def _finished(question: Question, **fields) -> Question:
-    now = timezone.now()
-    defaults = {"started_at": now - timedelta(seconds=2), "finished_at": now, "attempts": 1}
-    for name, value in {**defaults, **fields}.items():
-        setattr(question, name, value)
-    question.save()
-    return question
-
 
 # --- accounts -------------------------------------------------------------------------------
 
@@ -90,16 +73,16 @@ def test_forms_without_a_csrf_token_are_refused(user):
     assert not Question.objects.exists()
 
 
-def test_every_form_carries_a_csrf_token(user):
-    client = _client_for(user)
+def test_every_form_carries_a_csrf_token(user, client_for):
+    client = client_for(user)
     for path in ("/", "/account/token/"):
         content = client.get(path).content.decode()
         for form in re.findall(r'<form method="post".*?</form>', content, re.S):
             assert 'name="csrfmiddlewaretoken"' in form, (path, form[:80])
 
 
-def test_the_token_page_shows_a_new_token_once_lists_and_revokes_it(user):
-    client = _client_for(user)
+def test_the_token_page_shows_a_new_token_once_lists_and_revokes_it(user, client_for):
+    client = client_for(user)
     assert client.get("/account/token/").status_code == 200
     assert ApiToken.objects.filter(user=user).count() == 0
 
@@ -126,9 +109,9 @@ def test_the_token_page_shows_a_new_token_once_lists_and_revokes_it(user):
     assert api.get("/api/questions/").status_code == 401
 
 
-def test_a_user_cannot_revoke_someone_elses_token(user, other_user):
+def test_a_user_cannot_revoke_someone_elses_token(user, other_user, client_for):
     theirs = api_token_create(user=other_user, name="theirs").token
-    response = _client_for(user).post("/account/token/", {"revoke": "1", "token_id": theirs.pk})
+    response = client_for(user).post("/account/token/", {"revoke": "1", "token_id": theirs.pk})
     assert response.status_code == 404
     assert ApiToken.objects.filter(pk=theirs.pk).exists()
 
@@ -136,8 +119,8 @@ def test_a_user_cannot_revoke_someone_elses_token(user, other_user):
 # --- ask ------------------------------------------------------------------------------------
 
 
-def test_asking_records_the_question_and_shows_it_queued(user):
-    client = _client_for(user)
+def test_asking_records_the_question_and_shows_it_queued(user, client_for):
+    client = client_for(user)
     page = client.get("/")
     request_id = re.search(r'name="request_id" value="([0-9a-f-]+)"', page.content.decode())[1]
 
@@ -157,8 +140,8 @@ def test_asking_records_the_question_and_shows_it_queued(user):
     assert b"Refresh now</a>" in detail.content
 
 
-def test_submitting_the_same_form_twice_records_one_question(user):
-    client = _client_for(user)
+def test_submitting_the_same_form_twice_records_one_question(user, client_for):
+    client = client_for(user)
     data = {"question": "Only once?", "request_id": str(uuid.uuid4())}
     first = client.post("/", data)
     second = client.post("/", data)
@@ -170,44 +153,45 @@ def test_submitting_the_same_form_twice_records_one_question(user):
     ("text", "message"),
     [("", "The question may not be blank."), ("   \n ", "The question may not be blank.")],
 )
-def test_a_blank_question_is_refused_with_a_message(user, text, message):
-    response = _client_for(user).post("/", {"question": text})
+def test_a_blank_question_is_refused_with_a_message(user, text, message, client_for):
+    response = client_for(user).post("/", {"question": text})
     assert response.status_code == 400
     assert message in response.content.decode()
     assert b'aria-invalid="true"' in response.content
     assert not Question.objects.exists()
 
 
-def test_the_demo_banner_shows_only_with_the_demo_model(user, settings):
-    client = _client_for(user)
+def test_the_demo_banner_shows_only_with_the_demo_model(user, settings, client_for):
+    client = client_for(user)
     settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = None
     assert b"offline demo model" in client.get("/").content
     settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
     assert b"offline demo model" not in client.get("/").content
 
 
-def test_ask_again_prefills_a_previous_question(user):
-    question = _finished(QuestionFactory(owner=user, text="Try me again"), status="failed")
-    page = _client_for(user).get(f"/?again={question.pk}")
+def test_ask_again_prefills_a_previous_question(user, client_for):
+    question = QuestionFactory(owner=user, text="Try me again", finished=True, status="failed")
+    page = client_for(user).get(f"/?again={question.pk}")
     assert ">Try me again</textarea>" in page.content.decode()
-    assert _client_for(UserFactory()).get(f"/?again={question.pk}").status_code == 200
-    assert b"Try me again" not in _client_for(UserFactory()).get(f"/?again={question.pk}").content
-    assert _client_for(user).get("/?again=not-a-uuid").status_code == 200
+    assert client_for(UserFactory()).get(f"/?again={question.pk}").status_code == 200
+    assert b"Try me again" not in client_for(UserFactory()).get(f"/?again={question.pk}").content
+    assert client_for(user).get("/?again=not-a-uuid").status_code == 200
 
 
 # --- detail and live ------------------------------------------------------------------------
 
 
-def test_the_detail_page_shows_answer_model_timings_and_tokens(user):
-    question = _finished(
-        QuestionFactory(owner=user, text="Capital of France?"),
-        status="succeeded",
+def test_the_detail_page_shows_answer_model_timings_and_tokens(user, client_for):
+    question = QuestionFactory(
+        owner=user,
+        text="Capital of France?",
+        succeeded=True,
         answer="**Paris**, of course.",
         model="gpt-4o-mini",
         prompt_tokens=12,
         completion_tokens=7,
     )
-    content = _client_for(user).get(question.get_absolute_url()).content.decode()
+    content = client_for(user).get(question.get_absolute_url()).content.decode()
     assert "<strong>Paris</strong>, of course." in content
     assert "gpt-4o-mini" in content
     assert "19 (12 in, 7 out)" in content
@@ -217,36 +201,38 @@ def test_the_detail_page_shows_answer_model_timings_and_tokens(user):
     assert "Asked by" not in content  # the owner sees no owner column
 
 
-def test_a_failed_job_shows_its_error_in_words(user):
-    question = _finished(
-        QuestionFactory(owner=user),
+def test_a_failed_job_shows_its_error_in_words(user, client_for):
+    question = QuestionFactory(
+        owner=user,
+        finished=True,
         status="failed",
         error="The language model rejected the question as invalid.",
     )
-    content = _client_for(user).get(question.get_absolute_url()).content.decode()
+    content = client_for(user).get(question.get_absolute_url()).content.decode()
     assert "We could not answer this question" in content
     assert "The language model rejected the question as invalid." in content
     assert f"?again={question.pk}" in content
 
 
-def test_script_in_a_question_or_an_answer_is_not_markup(user):
-    question = _finished(
-        QuestionFactory(owner=user, text="<script>alert('q')</script> hi"),
-        status="succeeded",
+def test_script_in_a_question_or_an_answer_is_not_markup(user, client_for):
+    question = QuestionFactory(
+        owner=user,
+        text="<script>alert('q')</script> hi",
+        succeeded=True,
         answer=(
             'Hi <script>alert("a")</script><img src=x onerror="alert(1)"> [x](javascript:alert(1))'
         ),
     )
-    content = _client_for(user).get(question.get_absolute_url()).content.decode()
+    content = client_for(user).get(question.get_absolute_url()).content.decode()
     assert "<script>alert" not in content
     assert "&lt;script&gt;alert(&#x27;q&#x27;)&lt;/script&gt;" in content
     assert "onerror" not in content
     assert "javascript:" not in content
 
 
-def test_another_users_question_is_404_not_403(user, other_user):
+def test_another_users_question_is_404_not_403(user, other_user, client_for):
     question = QuestionFactory(owner=other_user)
-    client = _client_for(user)
+    client = client_for(user)
     assert client.get(question.get_absolute_url()).status_code == 404
     live = client.get(f"/questions/{question.pk}/live/")
     assert live.status_code == 404
@@ -254,22 +240,29 @@ def test_another_users_question_is_404_not_403(user, other_user):
     assert client.get(f"/questions/{uuid.uuid4()}/").status_code == 404
 
 
-def test_staff_see_anyones_question_with_its_owner(staff_user, other_user):
+def test_staff_see_anyones_question_with_its_owner(staff_user, other_user, client_for):
     question = QuestionFactory(owner=other_user)
-    content = _client_for(staff_user).get(question.get_absolute_url()).content.decode()
+    content = client_for(staff_user).get(question.get_absolute_url()).content.decode()
     assert "Asked by" in content
     assert other_user.username in content
 
 
-def test_the_live_view_returns_status_and_the_sanitised_panel(user):
+def test_the_live_view_returns_status_and_the_sanitised_panel(user, client_for):
     question = QuestionFactory(owner=user)
-    client = _client_for(user)
+    client = client_for(user)
     body = client.get(f"/questions/{question.pk}/live/").json()
     assert body["status"] == "queued"
     assert body["finished"] is False
     assert 'data-job-status="queued"' in body["html"]
 
-    _finished(question, status="succeeded", answer="# Done\n\n<script>x()</script>")
+    now = timezone.now()
+    Question.objects.filter(pk=question.pk).update(
+        status="succeeded",
+        answer="# Done\n\n<script>x()</script>",
+        attempts=1,
+        started_at=now - timedelta(seconds=2),
+        finished_at=now,
+    )
     body = client.get(f"/questions/{question.pk}/live/").json()
     assert (body["status"], body["status_label"], body["finished"]) == (
         "succeeded",
@@ -290,12 +283,12 @@ def test_the_live_view_asks_a_logged_out_user_to_log_in(user):
 # --- history --------------------------------------------------------------------------------
 
 
-def test_history_is_the_users_own_newest_first_and_paginated(user, other_user):
+def test_history_is_the_users_own_newest_first_and_paginated(user, other_user, client_for):
     now = timezone.now()
     for n in range(23):
         QuestionFactory(owner=user, text=f"mine {n:02d}", created_at=now - timedelta(minutes=n))
     QuestionFactory(owner=other_user, text="not mine")
-    client = _client_for(user)
+    client = client_for(user)
 
     first = client.get("/questions/").content.decode()
     assert "23 questions" in first
@@ -311,11 +304,11 @@ def test_history_is_the_users_own_newest_first_and_paginated(user, other_user):
     assert "mine 00" not in second
 
 
-def test_history_filters_by_status_and_searches_the_text(user):
+def test_history_filters_by_status_and_searches_the_text(user, client_for):
     QuestionFactory(owner=user, text="Where is Paris?")
-    _finished(QuestionFactory(owner=user, text="Where is Rome?"), status="succeeded")
-    _finished(QuestionFactory(owner=user, text="What is Berlin?"), status="failed")
-    client = _client_for(user)
+    QuestionFactory(owner=user, text="Where is Rome?", succeeded=True)
+    QuestionFactory(owner=user, text="What is Berlin?", finished=True, status="failed")
+    client = client_for(user)
 
     content = client.get("/questions/", {"status": "succeeded"}).content.decode()
     assert "Rome" in content
@@ -333,20 +326,20 @@ def test_history_filters_by_status_and_searches_the_text(user):
     assert "Rome" not in content
 
 
-def test_history_with_a_bad_filter_says_so_and_shows_everything(user):
+def test_history_with_a_bad_filter_says_so_and_shows_everything(user, client_for):
     QuestionFactory(owner=user, text="Still listed")
-    response = _client_for(user).get("/questions/", {"status": "bogus"})
+    response = client_for(user).get("/questions/", {"status": "bogus"})
     assert response.status_code == 200
     assert b"Select a valid choice" in response.content
     assert b"Still listed" in response.content
 
 
-def test_staff_history_shows_everyone_with_owners_and_filters_by_user(staff_user):
+def test_staff_history_shows_everyone_with_owners_and_filters_by_user(staff_user, client_for):
     alice = UserFactory(username="alice")
     bob = UserFactory(username="bob")
     QuestionFactory(owner=alice, text="Alice asks")
     QuestionFactory(owner=bob, text="Bob asks")
-    client = _client_for(staff_user)
+    client = client_for(staff_user)
 
     content = client.get("/questions/").content.decode()
     assert "All questions" in content
@@ -360,9 +353,9 @@ def test_staff_history_shows_everyone_with_owners_and_filters_by_user(staff_user
     assert "Alice asks" not in content
 
 
-def test_non_staff_cannot_use_the_owner_filter_to_see_others(user, other_user):
+def test_non_staff_cannot_use_the_owner_filter_to_see_others(user, other_user, client_for):
     QuestionFactory(owner=other_user, text="Secret of someone else")
-    content = _client_for(user).get("/questions/", {"owner": other_user.pk}).content.decode()
+    content = client_for(user).get("/questions/", {"owner": other_user.pk}).content.decode()
     assert "Secret of someone else" not in content
     assert 'name="owner"' not in content
 

@@ -23,13 +23,6 @@ pytestmark = pytest.mark.django_db
 SPEND = "/admin/questions/userspend/"
 
 
-@pytest.fixture
-def admin_client_() -> Client:
-    client = Client()
-    client.force_login(UserFactory(is_staff=True, is_superuser=True, username="zz-admin"))
-    return client
-
-
 def test_the_api_shows_the_jobs_cost_as_a_decimal_string(api, user):
     paid = QuestionFactory(owner=user, status="succeeded", cost=Decimal("0.000123"))
     unpaid = QuestionFactory(owner=user)
@@ -60,11 +53,11 @@ def _spend_fixture() -> tuple:
     return alice, bob
 
 
-def test_the_admin_lists_spend_per_user_today_and_over_30_days(admin_client_, settings):
+def test_the_admin_lists_spend_per_user_today_and_over_30_days(superuser_client, settings):
     settings.QUESTIONS_DAILY_BUDGET_USD = Decimal(5)
     settings.QUESTIONS_MAX_OPEN_PER_USER = 10
     _spend_fixture()
-    content = admin_client_.get(SPEND).content.decode()
+    content = superuser_client.get(SPEND).content.decode()
     rows = re.findall(r"<tr>.*?</tr>", content, re.S)
     cells = [re.sub(r"<[^>]+>", "|", row) for row in rows if "alice" in row or "bob" in row]
     alice = next(row for row in cells if "alice" in row)
@@ -74,12 +67,12 @@ def test_the_admin_lists_spend_per_user_today_and_over_30_days(admin_client_, se
     assert content.index("alice") < content.index("bob")  # most spent first
 
 
-def test_the_admin_exports_spend_per_user_as_csv(admin_client_):
+def test_the_admin_exports_spend_per_user_as_csv(superuser_client):
     alice, bob = _spend_fixture()
     bob.username = "=HYPERLINK(evil)"
     bob.save()
 
-    response = admin_client_.post(
+    response = superuser_client.post(
         SPEND, {"action": "export_spend_csv", "_selected_action": [alice.pk, bob.pk]}
     )
 
@@ -93,11 +86,11 @@ def test_the_admin_exports_spend_per_user_as_csv(admin_client_):
     assert rows[bob.email]["user"] == "'=HYPERLINK(evil)"  # the formula guard
 
 
-def test_staff_set_a_users_quota_on_the_spend_page(admin_client_):
+def test_staff_set_a_users_quota_on_the_spend_page(superuser_client):
     user = UserFactory()
-    form = admin_client_.get(f"{SPEND}{user.pk}/change/").content.decode()
+    form = superuser_client.get(f"{SPEND}{user.pk}/change/").content.decode()
     assert "quota-0-daily_budget_usd" in form
-    response = admin_client_.post(
+    response = superuser_client.post(
         f"{SPEND}{user.pk}/change/",
         {
             "quota-TOTAL_FORMS": "1",

@@ -36,7 +36,7 @@ from tests.integration.stack_configs import (
     render_nginx_conf,
     render_prometheus_yml,
 )
-from tests.support import ROOT, child_env, free_port, wait_until
+from tests.support import GUNICORN, ROOT, child_env, free_port, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
@@ -160,7 +160,7 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
         for index, port in enumerate(web_ports, start=1):
             processes.start(
                 f"web{index}",
-                [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn.conf.py"],
+                GUNICORN,
                 env={
                     **production,
                     "GUNICORN_BIND": f"127.0.0.1:{port}",

@@ -20,7 +20,7 @@ from config.logging import ContextFilter, JsonFormatter, bind_job_id
 from questions.models import Question
 from questions.sqs.client import get_sqs_client
 from tests.fakes.otlp_receiver import OTLPReceiver
-from tests.support import wait_until
+from tests.support import api_ask, wait_until
 
 QUESTION = "Which river runs through the secret valley of Zog?"
 
@@ -58,7 +58,7 @@ def test_the_worker_continues_the_trace_of_the_post(
     trace_id = format(incoming_trace.trace_id, "032x")
     parent_span_id = format(incoming_trace.span_id, "016x")
 
-    response = api.post("/api/questions/", {"question": QUESTION}, format="json")
+    response = api_ask(api, QUESTION)
     assert response.status_code == 202
     job_id = response.json()["id"]
     assert Question.objects.get(pk=job_id).trace_id == trace_id

@@ -178,6 +178,11 @@ def test_staff_can_list_and_revoke_tokens_in_the_admin_but_never_read_or_make_on
 LEGACY_KEY = "0123456789abcdef0123456789abcdef01234567"
 
 
+def _migrate_to_latest() -> None:
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def _migrate_back_and_add_a_legacy_token(user_id: int) -> MigrationExecutor:
     """The database as it was before this change: DRF's authtoken_token with a plaintext key."""
     parent = importlib.import_module(f"questions.migrations.{MIGRATION}").Migration.dependencies
@@ -198,8 +203,7 @@ def test_the_migration_hashes_existing_drf_tokens_so_current_clients_keep_workin
     user = UserFactory()
     _migrate_back_and_add_a_legacy_token(user.pk)
 
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    _migrate_to_latest()
 
     assert "authtoken_token" not in connection.introspection.table_names()
     token = ApiToken.objects.get(user=user)
@@ -211,8 +215,7 @@ def test_the_migration_hashes_existing_drf_tokens_so_current_clients_keep_workin
 def test_no_token_appears_in_a_dump_of_the_database():
     owner = UserFactory()
     _migrate_back_and_add_a_legacy_token(owner.pk)
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    _migrate_to_latest()
 
     made = api_token_create(user=owner, name="page").key
     out = StringIO()

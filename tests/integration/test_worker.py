@@ -21,7 +21,7 @@ from questions.models import Question
 from questions.services import question_create, question_enqueue
 from questions.sqs.client import get_sqs_client
 from questions.sqs.worker import Worker
-from tests.factories import QuestionFactory
+from tests.factories import QuestionFactory, ask_many, reloaded, wait_for_status
 from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,10 +63,6 @@ def running(worker: Worker) -> Iterator[dict[str, Any]]:
         worker.stop()
         thread.join(timeout=30)
         assert not thread.is_alive()
-
-
-def ask_many(user: Any, count: int) -> list[Question]:
-    return [question_create(owner=user, text=f"Question {i}?")[0] for i in range(count)]
 
 
 def test_acknowledges_in_batches_of_up_to_ten(user, queues, fake_llm, run_worker):
@@ -112,7 +108,7 @@ def test_a_job_running_under_a_live_claim_is_deferred_without_an_llm_call(user, 
         assert queues.depth() == {"visible": 0, "in_flight": 1, "delayed": 0}
 
     assert fake_llm.calls == 0
-    row = Question.objects.get(pk=question.pk)
+    row = reloaded(question)
     assert (row.status, row.attempts, row.claim_expires_at) == (
         Question.Status.RUNNING,
         1,
@@ -144,7 +140,7 @@ def test_a_job_past_its_attempts_fails_without_another_llm_call(user, queues, fa
 
     run_worker("--max-attempts=2")
 
-    row = Question.objects.get(pk=question.pk)
+    row = reloaded(question)
     assert (row.status, row.attempts) == (Question.Status.FAILED, 3)
     assert "Gave up after 2 attempts" in row.error
     assert fake_llm.calls == 0
@@ -173,7 +169,7 @@ def test_messages_that_can_never_succeed_go_to_the_dlq(user, queues, fake_llm, r
     caplog.set_level(logging.INFO, logger="questions.sqs.worker")
     run_worker()
 
-    assert Question.objects.get(pk=good.pk).status == Question.Status.SUCCEEDED
+    assert reloaded(good).status == Question.Status.SUCCEEDED
     assert fake_llm.calls == 1
     dead = {m["Body"]: m for m in queues.dlq_messages()}
     assert set(dead) == set(poison)
@@ -215,10 +211,8 @@ def test_jobs_that_outlive_the_grace_period_are_given_back(user, queues, fake_ll
     assert worker.unfinished == 1
     assert queues.depth() == {"visible": 1, "in_flight": 0, "delayed": 0}
     # The cut-off call times out on its own thread and releases the job for a retry.
-    wait_until(
-        lambda: Question.objects.get(pk=question.pk).status == Question.Status.QUEUED,
-        timeout=10,
-        what="the cut-off job to be released",
+    wait_for_status(
+        question, Question.Status.QUEUED, timeout=10, what="the cut-off job to be released"
     )
 
 

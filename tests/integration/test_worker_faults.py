@@ -17,25 +17,15 @@ from django.core.management import call_command
 
 from questions import cache as job_cache
 from questions.models import Question
-from questions.services import question_create, question_enqueue
+from questions.services import question_enqueue
 from questions.sqs.client import reset_sqs_client
 from questions.sqs.queues import queue_depth
-from tests.support import free_port, wait_until
+from tests.factories import ask, reloaded, wait_for_status
+from tests.support import api_ask, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EMPTY = {"visible": 0, "in_flight": 0, "delayed": 0}
-
-
-def ask(user: Any, text: str = "What is the capital of France?") -> Question:
-    question, _ = question_create(owner=user, text=text)
-    question.refresh_from_db()
-    assert question.enqueued_at is not None, "the job was not sent to SQS"
-    return question
-
-
-def job(question: Question) -> Question:
-    return Question.objects.get(pk=question.pk)
 
 
 def asked(fake_llm: Any) -> list[str]:
@@ -86,12 +76,12 @@ def test_kill_9_during_the_llm_call_is_finished_later_by_another_worker_once(
     first = worker_process("--visibility-timeout=2", "--concurrency=1")
     assert fake_llm.wait_for_calls(1, timeout=15), first.output
     first.kill()  # SIGKILL mid-call: no cleanup, no goodbye
-    assert job(question).status == Question.Status.RUNNING
+    assert reloaded(question).status == Question.Status.RUNNING
 
     second = worker_process("--visibility-timeout=2", "--burst")
     assert second.wait(timeout=30) == 0, second.output
 
-    finished = job(question)
+    finished = reloaded(question)
     assert finished.status == Question.Status.SUCCEEDED
     assert finished.answer
     assert finished.attempts == 2  # the cut-off call and the one that answered
@@ -114,7 +104,7 @@ def test_sigterm_during_the_llm_call_finishes_the_job_and_gives_the_rest_back(
     started = set(asked(fake_llm))
     assert len(started) == 2 and fake_llm.calls == 2
     for question in questions:
-        row = job(question)
+        row = reloaded(question)
         if question.text in started:
             assert (row.status, row.attempts) == (Question.Status.SUCCEEDED, 1)
         else:
@@ -141,7 +131,7 @@ def test_sigterm_with_a_job_outliving_the_grace_period_exits_without_waiting_for
     assert "1 jobs were cut off by the shutdown timeout." in worker.output
     # Its message is back on the queue at once; the job's claim lapses by itself.
     assert queues.depth() == {"visible": 1, "in_flight": 0, "delayed": 0}
-    assert job(question).status == Question.Status.RUNNING
+    assert reloaded(question).status == Question.Status.RUNNING
 
 
 def test_an_llm_call_longer_than_three_visibility_timeouts_is_made_once(
@@ -157,7 +147,7 @@ def test_an_llm_call_longer_than_three_visibility_timeouts_is_made_once(
         assert worker.wait(timeout=30) == 0, worker.output
 
     assert fake_llm.calls == 1
-    row = job(question)
+    row = reloaded(question)
     assert (row.status, row.attempts) == (Question.Status.SUCCEEDED, 1)
     assert sampler.most("visible") == 0, "the message became visible again mid-call"
     assert queues.depth() == EMPTY
@@ -176,7 +166,7 @@ def test_the_same_message_delivered_twice_calls_the_llm_once(
     assert worker.wait(timeout=30) == 0, worker.output
 
     assert fake_llm.calls == 1
-    row = job(question)
+    row = reloaded(question)
     assert (row.status, row.attempts) == (Question.Status.SUCCEEDED, 1)
     assert queues.depth() == EMPTY
     assert queues.dlq_messages() == []
@@ -191,7 +181,7 @@ def test_429_with_retry_after_then_200_succeeds_no_sooner_than_retry_after(
     worker = worker_process("--visibility-timeout=5", "--burst")
     assert worker.wait(timeout=30) == 0, worker.output
 
-    row = job(question)
+    row = reloaded(question)
     # Waiting for the provider's rate limit does not use up an attempt.
     assert (row.status, row.attempts, row.error) == (Question.Status.SUCCEEDED, 1, "")
     assert fake_llm.calls == 2
@@ -209,7 +199,7 @@ def test_500_every_time_fails_after_max_attempts_with_the_reason(
     worker = worker_process("--visibility-timeout=5", "--max-attempts=3", "--burst")
     assert worker.wait(timeout=30) == 0, worker.output
 
-    row = job(question)
+    row = reloaded(question)
     assert (row.status, row.attempts) == (Question.Status.FAILED, 3)
     assert "HTTP 500" in row.error and "Gave up after 3 attempts" in row.error
     assert row.finished_at is not None
@@ -225,7 +215,7 @@ def test_400_fails_after_one_call_without_retry(user, queues, fake_llm, worker_p
     worker = worker_process("--visibility-timeout=5", "--burst")
     assert worker.wait(timeout=30) == 0, worker.output
 
-    row = job(question)
+    row = reloaded(question)
     assert (row.status, row.attempts) == (Question.Status.FAILED, 1)
     assert row.error == "The language model rejected the question as invalid."
     assert fake_llm.calls == 1
@@ -242,7 +232,7 @@ def test_an_llm_that_hangs_past_openai_timeout_is_retried(
     worker = worker_process("--visibility-timeout=5", "--burst")
     assert worker.wait(timeout=30) == 0, worker.output
 
-    row = job(question)
+    row = reloaded(question)
     assert (row.status, row.attempts, row.error) == (Question.Status.SUCCEEDED, 2, "")
     assert fake_llm.calls == 2
     first, second = (request["_received_at"] for request in fake_llm.requests)
@@ -260,7 +250,7 @@ def test_an_llm_that_always_hangs_fails_after_max_attempts(
     worker = worker_process("--visibility-timeout=5", "--max-attempts=2", "--burst")
     assert worker.wait(timeout=30) == 0, worker.output
 
-    row = job(question)
+    row = reloaded(question)
     assert (row.status, row.attempts) == (Question.Status.FAILED, 2)
     assert "did not answer in time" in row.error
     assert fake_llm.calls == 2
@@ -288,7 +278,7 @@ def test_malformed_and_unknown_job_messages_go_to_the_dlq_and_the_worker_serves_
     worker = worker_process("--visibility-timeout=5", "--burst")
     assert worker.wait(timeout=30) == 0, worker.output
 
-    assert job(question).status == Question.Status.SUCCEEDED
+    assert reloaded(question).status == Question.Status.SUCCEEDED
     assert fake_llm.calls == 1
     dead = queues.dlq_messages()
     assert len(dead) == 2
@@ -306,7 +296,7 @@ def test_a_question_asked_while_sqs_is_unreachable_is_sent_later_and_answered(
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", f"http://127.0.0.1:{free_port()}")
     reset_sqs_client()
     try:
-        response = api.post("/api/questions/", {"question": "Are you there?"}, format="json")
+        response = api_ask(api, "Are you there?")
     finally:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", endpoint)
         reset_sqs_client()
@@ -334,8 +324,9 @@ def test_the_worker_sends_unsent_jobs_itself_on_its_requeue_interval(
     assert queues.depth() == EMPTY
 
     worker = worker_process("--visibility-timeout=5", "--requeue-interval=1")
-    wait_until(
-        lambda: job(question).status == Question.Status.SUCCEEDED,
+    wait_for_status(
+        question,
+        Question.Status.SUCCEEDED,
         timeout=20,
         what="the worker's sweep to send and answer the job",
     )
@@ -352,7 +343,7 @@ def test_redis_down_while_the_worker_stores_the_answer(user, api, queues, fake_l
     )
     assert worker.wait(timeout=30) == 0, worker.output
 
-    row = job(question)
+    row = reloaded(question)
     assert (row.status, row.answer) == (Question.Status.SUCCEEDED, "Stored in PostgreSQL anyway.")
     assert job_cache.job_cache_get(question.pk) is None  # the worker could not cache it
     body = api.get(f"/api/questions/{question.pk}/").json()

@@ -11,20 +11,16 @@ import uuid
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 
 from questions.models import Question
 from questions.services import question_create
 from questions.sqs.client import reset_sqs_client
 from questions.sqs.queues import queues_create
+from tests.factories import reloaded, wait_for_status
 from tests.fakes.sqs import start_moto
-from tests.support import TCPProxy, free_port, wait_until
+from tests.support import database_proxy, free_port, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def succeeded(question: Question) -> bool:
-    return Question.objects.get(pk=question.pk).status == Question.Status.SUCCEEDED
 
 
 def test_sqs_going_away_and_coming_back(user, fake_llm, worker_process, settings, monkeypatch):
@@ -44,7 +40,7 @@ def test_sqs_going_away_and_coming_back(user, fake_llm, worker_process, settings
         wait_until(lambda: _try(lambda: queues_create(**names)), timeout=30, what="moto")
         worker = worker_process("--requeue-interval=0")
         first, _ = question_create(owner=user, text="Before the outage?")
-        wait_until(lambda: succeeded(first), timeout=30, what="the first answer")
+        wait_for_status(first, Question.Status.SUCCEEDED, timeout=30, what="the first answer")
 
         sqs.terminate()
         sqs.wait(timeout=10)
@@ -58,7 +54,9 @@ def test_sqs_going_away_and_coming_back(user, fake_llm, worker_process, settings
         sqs = start_moto(port)  # a fresh server: the queues are created again, same URLs
         wait_until(lambda: _try(lambda: queues_create(**names)), timeout=30, what="moto again")
         second, _ = question_create(owner=user, text="After the outage?")
-        wait_until(lambda: succeeded(second), timeout=60, what="the answer after the outage")
+        wait_for_status(
+            second, Question.Status.SUCCEEDED, timeout=60, what="the answer after the outage"
+        )
     finally:
         sqs.terminate()
         sqs.wait(timeout=10)
@@ -68,13 +66,11 @@ def test_sqs_going_away_and_coming_back(user, fake_llm, worker_process, settings
 
 
 def test_postgresql_going_away_and_coming_back(user, queues, fake_llm, worker_process):
-    db = django_settings.DATABASES["default"]
-    proxy = TCPProxy(int(db["PORT"] or 5432)).start()
-    via_proxy = f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}"
+    proxy, via_proxy = database_proxy()
     try:
         worker = worker_process("--requeue-interval=0", env={"DATABASE_URL": via_proxy})
         first, _ = question_create(owner=user, text="Before the outage?")
-        wait_until(lambda: succeeded(first), timeout=30, what="the first answer")
+        wait_for_status(first, Question.Status.SUCCEEDED, timeout=30, what="the first answer")
 
         proxy.cut()
         second, _ = question_create(
@@ -85,16 +81,18 @@ def test_postgresql_going_away_and_coming_back(user, queues, fake_llm, worker_pr
             timeout=30,
             what="the worker to hit the outage",
         )
-        assert Question.objects.get(pk=second.pk).status == Question.Status.QUEUED
+        assert reloaded(second).status == Question.Status.QUEUED
         assert worker.process.poll() is None, worker.output
 
         proxy.restore()
-        wait_until(lambda: succeeded(second), timeout=60, what="the answer after the outage")
+        wait_for_status(
+            second, Question.Status.SUCCEEDED, timeout=60, what="the answer after the outage"
+        )
     finally:
         proxy.cut()
     assert worker.process.poll() is None, "the worker died"
     assert fake_llm.calls == 2
-    assert Question.objects.get(pk=second.pk).attempts == 1  # the outage cost no LLM attempt
+    assert reloaded(second).attempts == 1  # the outage cost no LLM attempt
 
 
 def _try(action: Any) -> bool:

@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from questions.models import Question
+from questions.services import questions_enqueue
 from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,37 +23,15 @@ POOL = 4
 EMPTY = {"visible": 0, "in_flight": 0, "delayed": 0}
 
 
-def ask_many(user: Any, count: int) -> list[Question]:
-    # Marked sent, as question_create leaves them, so no requeue sweep sends them again.
+def ask_in_bulk(user: Any, count: int) -> list[Question]:
+    """`count` jobs in one INSERT, sent as the service sends them (ten per SendMessageBatch);
+    marked sent, as question_create leaves them, so no requeue sweep sends them again."""
     now = timezone.now()
-    return Question.objects.bulk_create(
+    questions = Question.objects.bulk_create(
         Question(owner=user, text=f"Scale question {i}?", enqueued_at=now) for i in range(count)
     )
-
-
-def enqueue_all(queues: Any, questions: list[Question]) -> None:
-    from questions.sqs.client import get_sqs_client
-    from questions.sqs.messages import encode_message
-    from questions.tasks import answer_question
-
-    client = get_sqs_client()
-    for start in range(0, len(questions), 10):
-        client.send_message_batch(
-            QueueUrl=queues.url,
-            Entries=[
-                {
-                    "Id": str(i),
-                    "MessageBody": encode_message(
-                        task_path=answer_question.module_path,
-                        result_id=uuid.uuid4().hex,
-                        args=[],
-                        kwargs={"job_id": str(q.pk)},
-                        enqueued_at=q.created_at.isoformat(),
-                    ),
-                }
-                for i, q in enumerate(questions[start : start + 10])
-            ],
-        )
+    assert questions_enqueue(question_ids=[q.pk for q in questions]) == []
+    return questions
 
 
 def worker_connections(app_name: str) -> int:
@@ -79,8 +58,7 @@ def test_256_slow_calls_in_flight_hold_no_more_connections_than_the_pool(
     # Long enough that all 256 calls are in flight together (moto hands out ~20 messages/s).
     settings.OPENAI_TIMEOUT = 40.0
     fake_llm.configure(latency=20.0)
-    questions = ask_many(user, C)
-    enqueue_all(queues, questions)
+    questions = ask_in_bulk(user, C)
     app_name = f"worker-{uuid.uuid4().hex[:8]}"
 
     worker = worker_process(
@@ -124,8 +102,7 @@ def test_sigterm_with_256_calls_in_flight_finishes_them_and_gives_nothing_away(
 ):
     settings.OPENAI_TIMEOUT = 30.0
     fake_llm.configure(latency=15.0)
-    questions = ask_many(user, C + 44)
-    enqueue_all(queues, questions)
+    questions = ask_in_bulk(user, C + 44)
 
     worker = worker_process(f"--concurrency={C}", "--visibility-timeout=30", "--requeue-interval=0")
     assert fake_llm.wait_for_in_flight(150, timeout=60), worker.output
@@ -147,8 +124,7 @@ def test_kill_9_with_256_calls_in_flight_every_job_is_finished_later(
     settings.OPENAI_TIMEOUT = 12.0
     settings.QUESTIONS_CLAIM_MARGIN = 1
     fake_llm.configure(latency=10.0)
-    questions = ask_many(user, C)
-    enqueue_all(queues, questions)
+    questions = ask_in_bulk(user, C)
 
     first = worker_process(f"--concurrency={C}", "--visibility-timeout=5", "--requeue-interval=0")
     assert fake_llm.wait_for_in_flight(150, timeout=60), first.output

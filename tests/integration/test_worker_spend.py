@@ -3,35 +3,22 @@ answer PostgreSQL cannot store as it is, and two workers whose clocks disagree."
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from django.conf import settings as django_settings
 
 from questions.models import Question
-from questions.services import question_create, question_enqueue
-from tests.support import TCPProxy, wait_until
+from questions.services import question_enqueue
+from tests.factories import ask, reloaded, wait_for_status
+from tests.support import database_proxy, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EMPTY = {"visible": 0, "in_flight": 0, "delayed": 0}
 
 
-def ask(user: Any, text: str = "What does it cost?") -> Question:
-    question, _ = question_create(owner=user, text=text)
-    return question
-
-
-def job(question: Question) -> Question:
-    return Question.objects.get(pk=question.pk)
-
-
 def test_the_database_cut_during_the_llm_call_costs_no_second_call(
     user, queues, fake_llm, worker_process
 ):
-    db = django_settings.DATABASES["default"]
-    proxy = TCPProxy(int(db["PORT"] or 5432)).start()
-    via_proxy = f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}"
+    proxy, via_proxy = database_proxy()
     fake_llm.configure(latency=2.0, answer="Worth keeping.")
     try:
         worker = worker_process(
@@ -46,14 +33,15 @@ def test_the_database_cut_during_the_llm_call_costs_no_second_call(
             what="the worker to fail storing the paid answer",
         )
         proxy.restore()
-        wait_until(
-            lambda: job(question).status == Question.Status.SUCCEEDED,
+        wait_for_status(
+            question,
+            Question.Status.SUCCEEDED,
             timeout=60,
             what="the answer to be stored after the outage",
         )
     finally:
         proxy.cut()
-    row = job(question)
+    row = reloaded(question)
     assert (row.answer, row.attempts) == ("Worth keeping.", 1)
     assert fake_llm.calls == 1
 
@@ -67,7 +55,7 @@ def test_an_answer_with_a_nul_and_a_500_character_model_is_stored_cleaned_after_
     worker = worker_process("--visibility-timeout=5", "--burst", env={"OPENAI_MODEL": "m" * 500})
     assert worker.wait(timeout=30) == 0, worker.output
 
-    row = job(question)
+    row = reloaded(question)
     assert (row.status, row.answer, row.model) == ("succeeded", "Halfand half", "m" * 200)
     assert fake_llm.calls == 1
     assert queues.depth() == EMPTY
@@ -96,14 +84,14 @@ def test_two_workers_whose_clocks_differ_by_60_seconds_never_call_twice(
     wait_until(
         lambda: (
             "running under another worker's claim" in ahead.output
-            or job(question).status == Question.Status.SUCCEEDED
+            or reloaded(question).status == Question.Status.SUCCEEDED
         ),
         timeout=30,
         what="the worker whose clock is ahead to see the duplicate",
     )
     assert ahead.wait(timeout=60) == 0, ahead.output
 
-    row = job(question)
+    row = reloaded(question)
     assert (row.status, row.attempts) == (Question.Status.SUCCEEDED, 1)
     assert fake_llm.calls == 1
     assert queues.depth() == EMPTY

@@ -13,6 +13,7 @@ from questions.attribution import provider_user_id
 from questions.models import Question
 from questions.services import question_create
 from questions.streams import stream_key
+from tests.factories import reloaded
 from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,7 +60,7 @@ def test_the_answer_streams_into_redis_while_the_llm_writes_it(
     assert items[-1] == ("end", "succeeded")
     assert text_of(items) == ANSWER
     assert 2 <= sum(kind == "delta" for kind, _ in items) < len(WORDS) + 1
-    row = Question.objects.get(pk=question.pk)
+    row = reloaded(question)
     assert (row.status, row.answer, row.completion_tokens) == ("succeeded", ANSWER, len(WORDS))
     (request,) = fake_llm.requests
     assert request["stream"] is True
@@ -85,7 +86,7 @@ def test_stop_cuts_a_running_call_off_within_a_second_keeping_the_partial_answer
         lambda: ("end", "cancelled") in entries(question), timeout=5, what="the end of the stream"
     )
 
-    row = Question.objects.get(pk=question.pk)
+    row = reloaded(question)
     assert row.status == Question.Status.CANCELLED
     assert row.answer and ANSWER.startswith(row.answer) and row.answer != ANSWER
     assert row.completion_tokens == len(row.answer.split())
@@ -105,7 +106,7 @@ def test_a_job_cancelled_while_queued_is_never_sent_to_the_llm(
     assert worker.wait(timeout=30) == 0, worker.output
 
     assert fake_llm.calls == 0
-    assert Question.objects.get(pk=question.pk).status == Question.Status.CANCELLED
+    assert reloaded(question).status == Question.Status.CANCELLED
     assert queues.depth() == EMPTY
     assert queues.dlq_messages() == []
 
@@ -122,7 +123,7 @@ def test_the_demo_model_streams_word_by_word_and_says_it_is_not_an_llm(
     )
     assert worker.wait(timeout=30) == 0, worker.output
 
-    row = Question.objects.get(pk=question.pk)
+    row = reloaded(question)
     assert row.status == Question.Status.SUCCEEDED
     assert "not from a real LLM" in row.answer
     items = entries(question)

@@ -7,12 +7,11 @@ import os
 import re
 import signal
 import urllib.request
-from typing import Any
 
 import pytest
 
 from questions.models import Question
-from questions.services import question_create
+from tests.factories import ask_many
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,10 +36,6 @@ def answered(questions: list[Question]) -> bool:
     return done.count() == len(questions)
 
 
-def ask(user: Any, count: int, label: str) -> list[Question]:
-    return [question_create(owner=user, text=f"{label} {i}?")[0] for i in range(count)]
-
-
 def test_two_processes_restart_a_killed_child_share_metrics_and_stop_on_sigterm(
     user, queues, fake_llm, worker_process
 ):
@@ -53,14 +48,14 @@ def test_two_processes_restart_a_killed_child_share_metrics_and_stop_on_sigterm(
     wait_until(
         lambda: supervisor.output.count("consuming") >= 2, timeout=30, what="both to consume"
     )
-    first = ask(user, 6, "Before")
+    first = ask_many(user, 6, "Before")
     wait_until(lambda: answered(first), timeout=30, what="the first answers")
 
     victim = child_pids(supervisor.output)[0]
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: len(child_pids(supervisor.output)) == 3, timeout=20, what="a restart")
     assert f"Worker process {victim} died" in supervisor.output
-    second = ask(user, 6, "After")
+    second = ask_many(user, 6, "After")
     wait_until(lambda: answered(second), timeout=30, what="the answers after the restart")
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

@@ -18,7 +18,7 @@ from questions.services import (
     questions_claim,
     questions_extend_leases,
 )
-from tests.factories import QuestionFactory
+from tests.factories import QuestionFactory, reloaded
 
 pytestmark = pytest.mark.django_db
 
@@ -107,7 +107,7 @@ def test_a_batch_claim_takes_the_free_jobs_and_reports_on_the_others():
     assert claims[free.pk].question is not None
     assert claims[leased.pk].question is None and claims[leased.pk].retry_in > 60
     assert (claims[missing].question, claims[missing].current) == (None, None)
-    assert Question.objects.get(pk=free.pk).attempts == 1
+    assert reloaded(free).attempts == 1
 
 
 def test_extending_leases_touches_only_running_jobs():
