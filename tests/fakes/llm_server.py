@@ -85,36 +85,13 @@ _CONFIG_KEYS: Final = frozenset(
     {"latency", "answer", "prompt_tokens", "completion_tokens", "always", "stream_interval"}
 )
 
-# status -> (error type, error code, message)
-_ERRORS: Final[dict[int, tuple[str, str | None, str]]] = {
-    400: ("invalid_request_error", None, "Invalid request (scripted by FakeLLM)."),
-    401: (
-        "invalid_request_error",
-        "invalid_api_key",
-        "Incorrect API key provided (scripted by FakeLLM).",
-    ),
-    403: ("permission_error", None, "You are not allowed to do this (scripted by FakeLLM)."),
-    404: ("invalid_request_error", "model_not_found", "Not found (scripted by FakeLLM)."),
-    408: ("timeout", None, "Request timed out (scripted by FakeLLM)."),
-    409: ("invalid_request_error", None, "Conflict (scripted by FakeLLM)."),
-    422: ("invalid_request_error", None, "Unprocessable entity (scripted by FakeLLM)."),
-    429: (
-        "requests",
-        "rate_limit_exceeded",
-        "Rate limit reached for requests (scripted by FakeLLM).",
-    ),
-    500: (
-        "server_error",
-        None,
-        "The server had an error while processing your request (scripted by FakeLLM).",
-    ),
-    502: ("server_error", None, "Bad gateway (scripted by FakeLLM)."),
-    503: (
-        "server_error",
-        None,
-        "The engine is currently overloaded, please try again later (scripted by FakeLLM).",
-    ),
-    504: ("server_error", None, "Gateway timeout (scripted by FakeLLM)."),
+# status -> (error type, error code) where OpenAI's differ from the defaults below
+_ERRORS: Final[dict[int, tuple[str, str | None]]] = {
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    408: ("timeout", None),
+    429: ("requests", "rate_limit_exceeded"),
 }
 
 
@@ -430,14 +407,14 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Retry-After"] = _format_retry_after(item["retry_after"])
         status = int(item.get("status", 200))
         if not 200 <= status <= 299:
-            default_type, default_code, default_message = _ERRORS.get(
-                status,
-                (
-                    "server_error" if status >= 500 else "invalid_request_error",
-                    None,
-                    f"Error {status} (scripted by FakeLLM).",
-                ),
+            default_type, default_code = _ERRORS.get(
+                status, ("server_error" if status >= 500 else "invalid_request_error", None)
             )
+            try:
+                phrase = HTTPStatus(status).phrase
+            except ValueError:
+                phrase = f"Error {status}"
+            default_message = f"{phrase} (scripted by FakeLLM)."
             self._send_error(
                 status,
                 item.get("message", default_message),
