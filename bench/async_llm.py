@@ -1,5 +1,5 @@
 """An asynchronous OpenAI-wire fake for the bench: one event loop, no thread per request, so
-hundreds of slow calls in flight cost it almost nothing (tests/llm_server.py has a thread per
+hundreds of slow calls in flight cost it almost nothing (tests/fakes/llm_server.py has a thread per
 connection, fine for tests, not for C = 512).
 
     python -m bench.async_llm --port 8765

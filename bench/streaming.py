@@ -46,7 +46,8 @@ from bench.rig import (  # noqa: E402
     rss_kib,
     setup_django,
 )
-from tests.support import free_port, start_moto  # noqa: E402
+from tests.fakes.sqs import start_moto  # noqa: E402
+from tests.support import free_port  # noqa: E402
 from tests.support import wait_until as wait_for  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -381,10 +382,10 @@ def run(plan: Plan, mode: str) -> dict[str, Any]:
                  "--port", str(rig.sqs_port)],
                 ready="fauxqs listening",
             )  # fmt: skip
-        # tests.llm_server, which streams word by word (stream_interval) with a set answer.
+        # tests.fakes.llm_server, which streams word by word (stream_interval) with a set answer.
         rig.start(
             "fake-llm",
-            [sys.executable, "-m", "tests.llm_server", "--port", str(rig.llm_port)],
+            [sys.executable, "-m", "tests.fakes.llm_server", "--port", str(rig.llm_port)],
             ready="fake LLM listening",
         )
         prepare_database(env)

@@ -1,5 +1,5 @@
 """The test rig: real PostgreSQL and Redis, a real SQS server (moto) over HTTP, and the fake
-OpenAI-wire server from tests/llm_server.py. Nothing of the project's own code is mocked."""
+OpenAI-wire server from tests/fakes/llm_server.py. Nothing of the project's own code is mocked."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from django.test import Client
 from rest_framework.test import APIClient
 
 from questions import cache as job_cache
@@ -23,8 +24,9 @@ from questions.sqs.client import get_sqs_client, reset_sqs_client
 from questions.sqs.queues import queue_depth, queues_create
 from questions.worker.dbpool import shutdown_db_pool
 from tests.factories import UserFactory
-from tests.llm_server import FakeLLM
-from tests.support import ROOT, WorkerProcess, child_env, free_port, start_moto, wait_until
+from tests.fakes.llm_server import FakeLLM
+from tests.fakes.sqs import start_moto
+from tests.support import ROOT, WorkerProcess, child_env, free_port, wait_until
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -177,6 +179,30 @@ def api(user: Any) -> APIClient:
 @pytest.fixture
 def api_for() -> Callable[[Any], APIClient]:
     return _token_client
+
+
+def _logged_in(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def client_for() -> Callable[[Any], Client]:
+    """A Django test client logged in as the given user: the web pages without a browser."""
+    return _logged_in
+
+
+@pytest.fixture
+def page(user: Any) -> Client:
+    """The web pages as `user`, logged in (a Django test client, not a browser)."""
+    return _logged_in(user)
+
+
+@pytest.fixture
+def superuser_client() -> Client:
+    """The admin as a superuser, named to sort after the users a test makes."""
+    return _logged_in(UserFactory(is_staff=True, is_superuser=True, username="zz-admin"))
 
 
 @pytest.fixture

@@ -1,19 +1,22 @@
-"""Helpers shared by the tests: polling with a deadline, free ports, worker subprocesses."""
+"""Helpers shared by the tests: polling with a deadline, free ports, server and worker
+subprocesses, the JSON error shape."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import requests
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +69,86 @@ def child_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def production_env(**overrides: str) -> dict[str, str]:
+    """`child_env` on production settings (DEBUG off) over plain http, without telemetry."""
+    return child_env(
+        **{
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DJANGO_SECURE_SSL_REDIRECT": "false",
+            "OTEL_SDK_DISABLED": "true",
+            **overrides,
+        }
+    )
+
+
+GUNICORN = [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn.conf.py"]
+
+
+def collectstatic(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+
+
+def answers_health(base_url: str, *, timeout: float = 5.0) -> Callable[[], bool]:
+    """A predicate for `wait_until`: the server at `base_url` answers /healthz with 200."""
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{base_url}/healthz", timeout=timeout).status_code == 200
+        except requests.RequestException:  # refused, or still loading the app
+            return False
+
+    return up
+
+
+@contextlib.contextmanager
+def serving(
+    argv: list[str], *, env: dict[str, str], log_path: Path, base_url: str, timeout: float = 30.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a web server process until it answers /healthz at `base_url`; stop it on the way
+    out. Its output goes to `log_path`."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(
+                answers_health(base_url), timeout=timeout, interval=0.2, what=f"{argv} to answer"
+            )
+            yield process
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def api_ask(api: Any, text: str = "How far is the moon?", **headers: str) -> Any:
+    """POST a question to the API as the API client's user."""
+    return api.post("/api/questions/", {"question": text}, format="json", **headers)
+
+
+def page_ask(client: Any, text: str) -> Any:
+    """Submit the question form of the home page as the client's user."""
+    return client.post("/", {"question": text})
+
+
+def assert_json_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    """A clear 4xx: the JSON error shape, a human `detail`, the machine `error` code if given,
+    never a traceback."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body["detail"], str) and body["detail"]
+    if code is not None:
+        assert body["error"] == code
+    assert "Traceback" not in response.content.decode()
+    return body
+
+
 class WorkerProcess:
     """`manage.py run_sqs_worker` as a real subprocess, its output kept in a file."""
 
@@ -99,17 +182,6 @@ class WorkerProcess:
     def close(self) -> None:
         self.kill()
         self._log.close()
-
-
-def start_moto(port: int) -> subprocess.Popen[bytes]:
-    """moto's SQS server on 127.0.0.1:`port` (its state lives in the process)."""
-    executable = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    command = [executable] if executable else [sys.executable, "-m", "moto.server"]
-    return subprocess.Popen(
-        [*command, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 class TCPProxy:
@@ -172,3 +244,11 @@ class TCPProxy:
         finally:
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)
+
+
+def database_proxy() -> tuple[TCPProxy, str]:
+    """A started TCPProxy in front of this test's PostgreSQL, and the DATABASE_URL through it:
+    cut it for a database outage seen by a subprocess only."""
+    db = settings.DATABASES["default"]
+    proxy = TCPProxy(int(db["PORT"] or 5432)).start()
+    return proxy, f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}"

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from tests.factories import PASSWORD
 from tests.support import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
-PASSWORD = "correct horse battery"  # tests.factories.UserFactory's
 DESKTOP = {"width": 1100, "height": 760}
 PHONE = {"width": 390, "height": 844}
 

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from questions.models import Question
 from questions.services import question_create
 from tests.browser.conftest import PHONE, log_in, overflows_horizontally, unlabelled_controls
-from tests.factories import QuestionFactory, UserFactory
+from tests.factories import PASSWORD, QuestionFactory, UserFactory, reloaded
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -176,7 +176,7 @@ def test_an_admin_retries_a_failed_job_and_it_then_succeeds(
     worker_process()
     question, _ = question_create(owner=asker, text="Will this work the second time?")
     wait_until(
-        lambda: Question.objects.get(pk=question.pk).status == "failed",
+        lambda: reloaded(question).status == "failed",
         timeout=15,
         what="the job to fail",
     )
@@ -184,7 +184,7 @@ def test_an_admin_retries_a_failed_job_and_it_then_succeeds(
     page = new_page(viewport={"width": 1400, "height": 700})
     page.goto(f"{live_server.url}/admin/login/?next=/admin/questions/question/")
     page.get_by_label("Username").fill("root")
-    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#result_list tbody tr")).to_have_count(3)
     row = page.locator("#result_list tbody tr", has_text="Will this work the second time?")
@@ -197,7 +197,7 @@ def test_an_admin_retries_a_failed_job_and_it_then_succeeds(
     expect(page.locator(".messagelist")).to_contain_text("1 failed job queued again.")
 
     wait_until(
-        lambda: Question.objects.get(pk=question.pk).status == "succeeded",
+        lambda: reloaded(question).status == "succeeded",
         timeout=15,
         what="the retried job to succeed",
     )

@@ -4,9 +4,6 @@ without EventSource, and when gunicorn alone serves it on production settings (W
 from __future__ import annotations
 
 import re
-import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +13,9 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from playwright.sync_api import expect
 
 from questions.models import Question
-from tests.browser.conftest import PASSWORD, log_in
-from tests.factories import UserFactory
-from tests.support import ROOT, child_env, free_port, wait_until
+from tests.browser.conftest import log_in
+from tests.factories import PASSWORD, UserFactory
+from tests.support import GUNICORN, collectstatic, free_port, production_env, serving, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -108,40 +105,16 @@ def test_without_eventsource_the_page_polls_and_gets_the_whole_answer(
 def gunicorn_alone(artifacts: Path, queues, fake_llm) -> Iterator[tuple[str, dict[str, str]]]:
     """gunicorn on production settings (DEBUG off), no nginx: static files by WhiteNoise."""
     port = free_port()
-    env = child_env(
-        DJANGO_SETTINGS_MODULE="config.settings.production",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
+    env = production_env(
         DJANGO_ALLOWED_HOSTS="localhost",
-        DJANGO_SECURE_SSL_REDIRECT="false",
         DJANGO_SECURE_HSTS_SECONDS="0",
         GUNICORN_BIND=f"127.0.0.1:{port}",
-        OTEL_SDK_DISABLED="true",
     )
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT, env=env, check=True, timeout=120,
-    )  # fmt: skip
-    log = (artifacts / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn.conf.py"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    collectstatic(env)
     # localhost: Chromium keeps Secure cookies (production's session and CSRF) on it over http.
     base = f"http://localhost:{port}"
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{base}/healthz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_until(up, timeout=30, interval=0.2, what="gunicorn to answer")
+    with serving(GUNICORN, env=env, log_path=artifacts / "gunicorn.log", base_url=base):
         yield base, env
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_gunicorn_alone_on_production_settings_serves_a_styled_page_and_the_answer(

@@ -1,0 +1,94 @@
+"""`question_answer`, the job's run and its retry policy, called directly (no queue, no worker)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.utils import timezone
+
+from questions.answer_stream import stash_put
+from questions.answering import question_answer
+from questions.llm.client import Completion
+from questions.models import Question
+from questions.sqs.exceptions import DeadLetter, RetryLater
+from tests.factories import QuestionFactory, reloaded
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+answer = async_to_sync(question_answer)
+
+
+def test_a_queued_job_is_answered_once_and_a_second_delivery_is_a_duplicate(user, fake_llm):
+    fake_llm.configure(answer="Forty-two.")
+    question = QuestionFactory(owner=user)
+
+    assert answer(job_id=str(question.pk), max_attempts=3) == "succeeded"
+    assert answer(job_id=str(question.pk), max_attempts=3) == "duplicate"
+
+    row = reloaded(question)
+    assert (row.status, row.answer, row.attempts) == ("succeeded", "Forty-two.", 1)
+    assert fake_llm.calls == 1
+
+
+def test_a_5xx_is_retried_until_max_attempts_then_fails(user, fake_llm):
+    fake_llm.configure(always={"status": 503})
+    question = QuestionFactory(owner=user)
+
+    with pytest.raises(RetryLater):
+        answer(job_id=str(question.pk), max_attempts=2)
+    assert reloaded(question).status == Question.Status.QUEUED
+    assert answer(job_id=str(question.pk), max_attempts=2) == "failed"
+
+    row = reloaded(question)
+    assert row.attempts == 2 and "Gave up after 2 attempts" in row.error
+    assert fake_llm.calls == 2
+
+
+def test_a_429_gives_the_attempt_back_and_gives_up_only_after_the_queue_limit(
+    user, fake_llm, settings
+):
+    fake_llm.configure(always={"status": 429, "retry_after": 0})
+    question = QuestionFactory(owner=user)
+
+    for _ in range(3):
+        with pytest.raises(RetryLater):
+            answer(job_id=str(question.pk), max_attempts=1)
+    assert reloaded(question).attempts == 0
+
+    settings.QUESTIONS_MAX_QUEUE_SECONDS = 0
+    Question.objects.filter(pk=question.pk).update(
+        created_at=question.created_at.replace(year=question.created_at.year - 1)
+    )
+    assert answer(job_id=str(question.pk), max_attempts=1) == "failed"
+    row = reloaded(question)
+    assert "rate limit" in row.error and row.attempts == 1
+    assert fake_llm.calls == 4
+
+
+def test_messages_that_name_no_job_are_dead_letters(db):
+    with pytest.raises(DeadLetter):
+        answer(job_id="not-a-uuid", max_attempts=1)
+
+
+def test_a_job_claimed_again_with_a_stashed_answer_is_finished_from_it_without_a_call(
+    user, fake_llm
+):
+    # Its worker was paid for the answer, then lost PostgreSQL before storing it, and died.
+    question = QuestionFactory(
+        owner=user,
+        status=Question.Status.RUNNING,
+        attempts=1,
+        claim_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    paid = Completion(
+        text="Already paid for.", model="gpt-4o-mini", prompt_tokens=5, completion_tokens=3
+    )
+    async_to_sync(stash_put)(question.pk, 1, paid)
+
+    assert answer(job_id=str(question.pk), max_attempts=3) == "succeeded"
+
+    row = reloaded(question)
+    assert (row.answer, row.attempts, row.completion_tokens) == ("Already paid for.", 2, 3)
+    assert fake_llm.calls == 0
