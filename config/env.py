@@ -1,6 +1,6 @@
 """The helpers through which the project reads its configuration from the environment
 (12-factor): config/settings/*, config/gunicorn.conf.py and config/telemetry.py call them, and
-every variable they are asked for is listed in `.env.example` (tests/test_env_example.py).
+every variable they are asked for is listed in `.env.example` (tests/unit/test_env_example.py).
 
 What is not read through here, on purpose: variables that a library reads by its own
 conventions (boto3's `AWS_*`, the OTLP exporter's `OTEL_EXPORTER_OTLP_*` endpoint and headers,

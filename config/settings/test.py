@@ -32,5 +32,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Generous limits on asking, unless a test (or the environment of a subprocess) sets its own.
 QUESTIONS_THROTTLE_RATE = env_str("QUESTIONS_THROTTLE_RATE", default="1000/minute")
 QUESTIONS_MAX_OPEN_PER_USER = env_int("QUESTIONS_MAX_OPEN_PER_USER", default=1000)
-# Each test sees readiness as it is now (tests/test_health.py turns the reuse on to test it).
+# Each test sees readiness as it is now (tests/integration/test_health.py turns the reuse on
+# to test it).
 READYZ_CACHE_SECONDS = 0.0
