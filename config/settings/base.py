@@ -240,6 +240,8 @@ require_min("OPENAI_MAX_COMPLETION_TOKENS", OPENAI_MAX_COMPLETION_TOKENS, 1)
 QUESTIONS_PRICES = {
     **parse_price_table(
         {
+            # The offline demo model of `make run` (questions.llm.client.DEMO_MODEL) is free.
+            "demo (offline, not a real LLM)": {"input": "0", "output": "0"},
             "gpt-4o-mini": {"input": "0.15", "output": "0.60"},
             "gpt-4o": {"input": "2.50", "output": "10.00"},
             "gpt-4.1-nano": {"input": "0.10", "output": "0.40"},

@@ -67,6 +67,9 @@ class Runner(Upkeep):
         self._tracked: dict[str, list[Any]] = {}  # message id → [receipt handle, extended at]
         self._jobs: set[asyncio.Task[None]] = set()
         self._abandoned = False
+        # With --burst: a message this worker put back for later is still the queue's work,
+        # though SQS may count it nowhere at the moment it turns visible again.
+        self._deferred_until = 0.0
 
     # --- from any thread ----------------------------------------------------------------
 
@@ -182,7 +185,12 @@ class Runner(Upkeep):
                 await self._sqs(self.consumer.give_back, [m["ReceiptHandle"] for m in messages])
                 break
             if not messages:
-                if self.burst and not self._in_flight and await self._sqs(self.consumer.is_empty):
+                if (
+                    self.burst
+                    and not self._in_flight
+                    and time.monotonic() > self._deferred_until
+                    and await self._sqs(self.consumer.is_empty)
+                ):
                     logger.info("Queue is empty; exiting (--burst).")
                     break
                 continue
@@ -206,6 +214,8 @@ class Runner(Upkeep):
                 return  # given back at the end of the grace period
             if outcome.kind == "retry":
                 await self._sqs(self.consumer.retry_later, handle, outcome.delay, outcome.reason)
+                back_at = time.monotonic() + outcome.delay + self.wait_time + 1
+                self._deferred_until = max(self._deferred_until, back_at)
             elif outcome.kind == "ack" or await self._sqs(
                 self.consumer.dead_letter, message, outcome.reason
             ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from questions.llm.client import DEMO_MODEL
 from questions.pricing import (
     call_tokens_bound,
     completion_cost,
@@ -59,3 +60,7 @@ def test_a_calls_token_bound_is_its_prompt_bound_plus_the_longest_answer(setting
     settings.OPENAI_SYSTEM_PROMPT = "sys"
     settings.OPENAI_MAX_COMPLETION_TOKENS = 100
     assert call_tokens_bound(question="héllo") == 3 + 6 + 16 + 100
+
+
+def test_the_offline_demo_model_is_free() -> None:
+    assert completion_cost(model=DEMO_MODEL, prompt_tokens=1000, completion_tokens=1000) == 0
