@@ -173,19 +173,13 @@ class QuestionAdmin(admin.ModelAdmin):
                 retried += 1
             else:
                 skipped += 1
-        if retried:
-            self.message_user(
-                request,
-                f"{retried} failed job{'s' if retried != 1 else ''} queued again.",
-                messages.SUCCESS,
-            )
-        if skipped:
-            self.message_user(
-                request,
-                f"{skipped} selected job{'s were' if skipped != 1 else ' was'} not failed "
-                "and left as is.",
-                messages.WARNING,
-            )
+        self._report(
+            request,
+            done=retried,
+            done_message=f"{retried} failed job{'s' if retried != 1 else ''} queued again.",
+            skipped=skipped,
+            skipped_reason="not failed",
+        )
 
     @admin.action(description="Stop selected jobs", permissions=["change"])
     def stop_jobs(self, request: HttpRequest, queryset: QuerySet[Question]) -> None:
@@ -197,17 +191,31 @@ class QuestionAdmin(admin.ModelAdmin):
                 skipped += 1
             else:
                 stopped += 1
-        if stopped:
-            self.message_user(
-                request,
-                f"{stopped} job{'s' if stopped != 1 else ''} stopped.",
-                messages.SUCCESS,
-            )
+        self._report(
+            request,
+            done=stopped,
+            done_message=f"{stopped} job{'s' if stopped != 1 else ''} stopped.",
+            skipped=skipped,
+            skipped_reason="already finished",
+        )
+
+    def _report(
+        self,
+        request: HttpRequest,
+        *,
+        done: int,
+        done_message: str,
+        skipped: int,
+        skipped_reason: str,
+    ) -> None:
+        """What a bulk action did, and what it left alone and why."""
+        if done:
+            self.message_user(request, done_message, messages.SUCCESS)
         if skipped:
+            were = "s were" if skipped != 1 else " was"
             self.message_user(
                 request,
-                f"{skipped} selected job{'s were' if skipped != 1 else ' was'} already finished "
-                "and left as is.",
+                f"{skipped} selected job{were} {skipped_reason} and left as is.",
                 messages.WARNING,
             )
 

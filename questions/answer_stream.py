@@ -24,16 +24,20 @@ from typing import Any
 
 from django.conf import settings
 
+from questions.breaker import Breaker
 from questions.live.streams import Kind, async_redis, stream_append, stream_key
 from questions.llm.client import Completion
 
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
-_BREAKER_SECONDS = 1.0
 _STASH_TTL = 7 * 24 * 3600
-_down_until = 0.0
-_outage_logged = False
+_breaker = Breaker(
+    logger=logger,
+    retry_after=1.0,
+    down="Redis unavailable: answers are not streamed live (they are still stored)",
+    up="Redis available again: answers are streamed live",
+)
 
 
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -52,38 +56,16 @@ def _gate() -> asyncio.Semaphore:
     return gate
 
 
-def _available() -> bool:
-    return time.monotonic() >= _down_until
-
-
-def _failed(exc: BaseException) -> None:
-    global _down_until, _outage_logged
-    _down_until = time.monotonic() + _BREAKER_SECONDS
-    if not _outage_logged:
-        _outage_logged = True
-        logger.warning(
-            "Redis unavailable: answers are not streamed live (they are still stored)",
-            extra={"error": type(exc).__name__},
-        )
-
-
-def _succeeded() -> None:
-    global _outage_logged
-    if _outage_logged:
-        _outage_logged = False
-        logger.info("Redis available again: answers are streamed live")
-
-
 async def _append(job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) -> bool:
-    if not _available():
+    if not _breaker.available():
         return False
     try:
         async with _gate():
             await stream_append(job_id, entries)
     except Exception as exc:
-        _failed(exc)
+        _breaker.failed(exc)
         return False
-    _succeeded()
+    _breaker.succeeded()
     return True
 
 
@@ -125,7 +107,7 @@ class LiveAnswer:
             entries.append(("delta", "".join(self._pending)))
             self._pending.clear()
         entries.append(("end", status))
-        if not _available():
+        if not _breaker.available():
             return
         try:
             async with _gate(), async_redis().pipeline(transaction=False) as pipe:
@@ -142,7 +124,7 @@ class LiveAnswer:
                     pipe.delete(_stash_key(self.job_id))
                 await pipe.execute()
         except Exception as exc:
-            _failed(exc)
+            _breaker.failed(exc)
 
     async def requeued(self) -> None:
         await _append(self.job_id, [("status", "queued")])
@@ -153,7 +135,7 @@ def _stash_key(job_id: uuid.UUID) -> str:
 
 
 async def stash_put(job_id: uuid.UUID, attempt: int, completion: Completion) -> None:
-    if not _available():
+    if not _breaker.available():
         return
     value: dict[str, Any] = {
         "attempt": attempt,
@@ -166,17 +148,17 @@ async def stash_put(job_id: uuid.UUID, attempt: int, completion: Completion) -> 
         async with _gate():
             await async_redis().set(_stash_key(job_id), json.dumps(value), ex=_STASH_TTL)
     except Exception as exc:
-        _failed(exc)
+        _breaker.failed(exc)
 
 
 async def stash_get(job_id: uuid.UUID) -> Completion | None:
-    if not _available():
+    if not _breaker.available():
         return None
     try:
         async with _gate():
             raw = await async_redis().get(_stash_key(job_id))
     except Exception as exc:
-        _failed(exc)
+        _breaker.failed(exc)
         return None
     if not raw:
         return None

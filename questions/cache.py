@@ -13,8 +13,6 @@ breaker), so a dead Redis costs one timeout per few seconds, not one per request
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -26,6 +24,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django_redis import get_redis_connection
 
+from questions.breaker import Breaker
 from questions.metrics import CACHE_FALLBACKS
 
 if TYPE_CHECKING:
@@ -35,45 +34,26 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_RETRY_AFTER_SECONDS = 5.0
-_lock = threading.Lock()
-_down_until = 0.0
-_outage_logged = False
-
-
-def _record_failure(operation: str, exc: Exception) -> None:
-    global _down_until, _outage_logged
-    CACHE_FALLBACKS.labels(operation=operation).inc()
-    with _lock:
-        _down_until = time.monotonic() + _RETRY_AFTER_SECONDS
-        if not _outage_logged:
-            _outage_logged = True
-            logger.warning(
-                "Redis cache unavailable, serving from PostgreSQL",
-                extra={"error": type(exc).__name__},
-            )
-
-
-def _record_success() -> None:
-    global _outage_logged
-    if _outage_logged:
-        with _lock:
-            if _outage_logged:
-                _outage_logged = False
-                logger.info("Redis cache available again")
+_breaker = Breaker(
+    logger=logger,
+    retry_after=5.0,
+    down="Redis cache unavailable, serving from PostgreSQL",
+    up="Redis cache available again",
+)
 
 
 def _guarded(operation: str, call: Any, *args: Any, **kwargs: Any) -> Any:
     """Run one cache call unless the breaker is open; None (and counted) when Redis fails."""
-    if time.monotonic() < _down_until:
+    if not _breaker.available():
         CACHE_FALLBACKS.labels(operation=operation).inc()
         return None
     try:
         result = call(*args, **kwargs)
     except Exception as exc:
-        _record_failure(operation, exc)
+        CACHE_FALLBACKS.labels(operation=operation).inc()
+        _breaker.failed(exc)
         return None
-    _record_success()
+    _breaker.succeeded()
     return result
 
 
@@ -167,7 +147,4 @@ def token_cache_delete(digest: str) -> None:
 
 def reset_breaker() -> None:
     """Close the circuit breaker (tests, and after an operator fixed Redis)."""
-    global _down_until, _outage_logged
-    with _lock:
-        _down_until = 0.0
-        _outage_logged = False
+    _breaker.reset()

@@ -25,7 +25,7 @@ from typing import Any, cast
 from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
-from questions.live.streams import KINDS, Entry, XReadPairs, async_redis, stream_key
+from questions.live.streams import Entry, XReadPairs, async_redis, entries_of, stream_key
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +37,6 @@ _READ_COUNT = 1000
 def _order(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def _entries(items: list[tuple[str, dict[str, str]]]) -> list[Entry]:
-    entries: list[Entry] = []
-    for entry_id, fields in items:
-        for kind in KINDS:
-            if kind in fields:
-                entries.append(Entry(id=entry_id, kind=kind, value=fields[kind]))
-                break
-    return entries
 
 
 @dataclass
@@ -110,7 +100,7 @@ class StreamHub:
             self._failed(exc)
             return
         for _key, items in cast(XReadPairs, response or []):
-            job.add(_entries(items))
+            job.add(entries_of(items))
 
     def _failed(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -139,7 +129,7 @@ class StreamHub:
             for key, items in cast(XReadPairs, response or []):
                 job = self._jobs.get(key)
                 if job is not None:
-                    job.add(_entries(items))
+                    job.add(entries_of(items))
 
 
 @dataclass

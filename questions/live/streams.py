@@ -100,13 +100,19 @@ async def stream_read(
     """Entries after the id `after` ("0": from the start); with `block_ms`, wait up to that long
     for the first one. An empty list means nothing new (or no stream at all)."""
     response = await async_redis().xread({stream_key(job_id): after}, block=block_ms, count=1000)
+    return [
+        entry for _key, items in cast(XReadPairs, response or []) for entry in entries_of(items)
+    ]
+
+
+def entries_of(items: list[tuple[str, dict[str, str]]]) -> list[Entry]:
+    """The entries of one stream in an XREAD reply."""
     entries: list[Entry] = []
-    for _key, items in cast(XReadPairs, response or []):
-        for entry_id, fields in items:
-            for kind in KINDS:
-                if kind in fields:
-                    entries.append(Entry(id=entry_id, kind=kind, value=fields[kind]))
-                    break
+    for entry_id, fields in items:
+        for kind in KINDS:
+            if kind in fields:
+                entries.append(Entry(id=entry_id, kind=kind, value=fields[kind]))
+                break
     return entries
 
 

@@ -32,6 +32,7 @@ from django.conf import settings
 from django.core.cache import cache
 from redis.asyncio import Redis
 
+from questions.breaker import Breaker
 from questions.metrics import LLM_RATE_LIMIT_PENALTIES, LLM_RATE_LIMIT_WAIT
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,11 @@ _REDIS_REPLY_TIMEOUT_SECONDS = 5.0
 # them over a few milliseconds so that a slot does not cost a burst of Redis calls.
 _WAKE_SPREAD_SECONDS = 0.05
 
-# The current share of the configured rate (1 = all of it): lowered by a 429, recovering since.
-_FACTOR = """
+# Both scripts start here: `now` on Redis's clock (ms), and the current share of the configured
+# rate (1 = all of it), lowered by a 429 and recovering since.
+_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function factor(key, now, recovery)
   local state = redis.call('HMGET', key, 'f', 't')
   if not state[1] then return 1 end
@@ -64,10 +68,8 @@ end
 # KEYS: requests TAT, tokens TAT, pause deadline, factor. ARGV: rpm, tpm, tokens, recovery per
 # ms. Returns 0 (go: the call is counted) or the milliseconds to wait before asking again.
 _ACQUIRE = (
-    _FACTOR
+    _PRELUDE
     + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
 if paused > now then return paused - now end
 local share = factor(KEYS[4], now, tonumber(ARGV[4]))
@@ -95,10 +97,8 @@ return 0
 # KEYS: pause deadline, factor. ARGV: retry-after ms, recovery per ms, minimum factor.
 # Many processes see the same 429 burst: only the first, outside a pause, lowers the rate.
 _PENALIZE = (
-    _FACTOR
+    _PRELUDE
     + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
 local deadline = now + tonumber(ARGV[1])
 if deadline > paused then redis.call('SET', KEYS[1], deadline, 'PX', tonumber(ARGV[1])) end
@@ -148,8 +148,15 @@ class RateLimiter:
         default_factory=weakref.WeakKeyDictionary
     )
     _local: dict[str, _LocalModel] = field(default_factory=dict)
-    _redis_down_until: float = 0.0
-    _outage_logged: bool = False
+    _breaker: Breaker = field(
+        default_factory=lambda: Breaker(
+            logger=logger,
+            retry_after=_REDIS_RETRY_SECONDS,
+            down="Redis unavailable: the LLM rate limit is per process "
+            "(the configured rate / OPENAI_RATE_LIMIT_PROCESSES)",
+            up="Redis available again: the LLM rate limit is shared",
+        )
+    )
 
     async def acquire(self, model: str, tokens: int) -> None:
         """Wait until a call of `tokens` (prompt bound + max completion) to `model` fits."""
@@ -201,23 +208,14 @@ class RateLimiter:
 
     async def _redis(self, call: Callable[[Redis], Awaitable[Any]]) -> Any:
         """`call(client)`, or None when Redis is down (then the caller limits locally)."""
-        if time.monotonic() < self._redis_down_until:
+        if not self._breaker.available():
             return None
         try:
             result = await call(self._client())
         except Exception as exc:  # noqa: BLE001 (any Redis failure means: limit locally)
-            self._redis_down_until = time.monotonic() + _REDIS_RETRY_SECONDS
-            if not self._outage_logged:
-                self._outage_logged = True
-                logger.warning(
-                    "Redis unavailable: the LLM rate limit is per process "
-                    "(the configured rate / OPENAI_RATE_LIMIT_PROCESSES)",
-                    extra={"error": type(exc).__name__},
-                )
+            self._breaker.failed(exc)
             return None
-        if self._outage_logged:
-            self._outage_logged = False
-            logger.info("Redis available again: the LLM rate limit is shared")
+        self._breaker.succeeded()
         return result
 
     def _client(self) -> Redis:
