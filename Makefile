@@ -2,12 +2,13 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help venv run test lint fmt check bench bench-quick bench-deps clean
+.PHONY: help venv run test lint fmt check k8s-check bench bench-quick bench-deps clean
 
 help:
 	@echo "make run    - web + worker + local SQS on http://127.0.0.1:8000 (no Docker, no API key)"
 	@echo "make test   - the test suite against real PostgreSQL, Redis, SQS server, Chromium"
-	@echo "make lint   - ruff, mypy, import contracts (lint-imports), manage.py check, makemigrations --check"
+	@echo "make lint   - ruff, mypy, import contracts (lint-imports), manage.py check, makemigrations --check, k8s-check"
+	@echo "make k8s-check - render deploy/k8s overlays, validate every object, checkov scan"
 	@echo "make fmt    - ruff format + autofix"
 	@echo "make bench  - benchmarks (bench/README.md); bench-quick for a short run"
 
@@ -30,6 +31,22 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
+	$(MAKE) k8s-check
+
+# deploy/k8s, with no cluster: kustomize renders each overlay, every object is validated against
+# its schema (Kubernetes', KEDA's, the Prometheus Operator's), checkov scans them
+# (scripts/k8s_check.py). checkov has a virtualenv of its own: its pins clash with the project's.
+CHECKOV_VENV ?= .venv-checkov
+
+$(CHECKOV_VENV)/.installed: deploy/k8s/requirements-checkov.txt
+	rm -rf $(CHECKOV_VENV)
+	"$$(scripts/find-python.sh)" -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r deploy/k8s/requirements-checkov.txt
+	touch $@
+
+k8s-check: venv $(CHECKOV_VENV)/.installed
+	$(PY) scripts/k8s_check.py --checkov $(CHECKOV_VENV)/bin/checkov
 
 fmt: venv
 	$(VENV)/bin/ruff check --fix .
@@ -53,4 +70,4 @@ bench-quick: bench-deps
 	$(PY) -m bench.streaming --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts .run
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts .run
