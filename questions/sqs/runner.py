@@ -29,6 +29,7 @@ from questions import metrics
 from questions.sqs.backoff import CONNECTION_BACKOFF
 from questions.sqs.consumer import SQS_ERRORS, Consumer
 from questions.sqs.executor import Outcome
+from questions.sqs.liveness import AliveFile
 from questions.sqs.upkeep import Upkeep
 
 if TYPE_CHECKING:
@@ -50,8 +51,10 @@ class Runner(Upkeep):
         wait_time: int = 20,
         burst: bool = False,
         shutdown_timeout: float = 30.0,
+        alive_file: str | None = None,
     ) -> None:
         self.consumer = consumer
+        self.alive = AliveFile(alive_file)
         self.handler = handler
         self.concurrency = concurrency
         self.batch_size = batch_size
@@ -124,6 +127,7 @@ class Runner(Upkeep):
         self._acks: asyncio.Queue[str | None] = asyncio.Queue()
         if self._stopping:
             self._stop_event.set()
+        self.alive.touch()
         if not await self._connect():
             return True
         heartbeat = asyncio.create_task(self._heartbeat())

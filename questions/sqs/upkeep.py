@@ -16,6 +16,7 @@ from typing import Any
 
 from questions import metrics
 from questions.sqs.consumer import Consumer
+from questions.sqs.liveness import AliveFile
 
 logger = logging.getLogger("questions.sqs.worker")
 
@@ -24,6 +25,7 @@ _ACK_LINGER = 0.05
 
 class Upkeep:
     consumer: Consumer
+    alive: AliveFile
     concurrency: int
     _in_flight: int
     _tracked: dict[str, list[Any]]
@@ -75,6 +77,7 @@ class Upkeep:
         tick = min(interval / 2, 1.0)
         while True:  # cancelled by the wind-down
             await asyncio.sleep(tick)
+            self.alive.touch()  # the loop turns: the liveness probe's signal
             try:
                 async with self._heartbeat_lock:
                     now = time.monotonic()

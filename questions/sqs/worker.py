@@ -47,6 +47,7 @@ class Worker:
         burst: bool = False,
         shutdown_timeout: float = 30.0,
         chores: Sequence[Chore] = (),
+        alive_file: str | None = None,
     ) -> None:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.concurrency = concurrency
@@ -64,6 +65,7 @@ class Worker:
             wait_time=wait_time,
             burst=burst,
             shutdown_timeout=shutdown_timeout,
+            alive_file=alive_file,
         )
         self.chores = ChoreThread(chores)
         self._signals = 0

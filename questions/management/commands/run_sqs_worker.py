@@ -87,6 +87,12 @@ class Command(BaseCommand):
             "that restarts a child that died (default: one per core, %(default)s).",
         )
         parser.add_argument(
+            "--alive-file",
+            default=None,
+            help="Touch this file on every turn of the event loop (about once a second), for a "
+            "liveness probe that checks its age (default: off).",
+        )
+        parser.add_argument(
             "--metrics-port",
             type=int_range(0, 65535),
             default=None,
@@ -118,6 +124,7 @@ class Command(BaseCommand):
             max_attempts=options["max_attempts"],
             burst=options["burst"],
             shutdown_timeout=options["shutdown_timeout"],
+            alive_file=options["alive_file"],
             chores=[
                 requeue_chore(options["requeue_interval"]),
                 queue_depth_chore(options["queue"]),
