@@ -21,6 +21,7 @@ from django.utils import timezone
 from opentelemetry import trace
 
 from questions import metrics
+from questions.attribution import queue_group_id
 from questions.cache import job_cache_delete, job_cache_set
 from questions.limits import ask_limits_check, lock_owner, rate_slot_take
 from questions.live.streams import stream_append_sync
@@ -126,7 +127,9 @@ def question_create(
                 idempotency_key=idempotency_key,
                 trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
             )
-            transaction.on_commit(partial(question_enqueue, question_id=question.pk))
+            transaction.on_commit(
+                partial(question_enqueue, question_id=question.pk, owner_id=owner.pk)
+            )
     except IntegrityError:
         slot.give_back()
         if idempotency_key is None:
@@ -147,13 +150,18 @@ def _idempotent_replay(*, owner: User, idempotency_key: str | None) -> Question 
     return Question.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
 
 
-def question_enqueue(*, question_id: uuid.UUID) -> bool:
-    """Send the job to SQS. On failure the job stays queued, marked unsent (no `enqueued_at`)
-    for requeue_jobs; never raises. Callers set `enqueued_at` when they make the job queued."""
+def question_enqueue(*, question_id: uuid.UUID, owner_id: int | None = None) -> bool:
+    """Send the job to SQS, in its owner's message group (fair queues; `owner_id` saves a
+    query). On failure the job stays queued, marked unsent (no `enqueued_at`) for
+    requeue_jobs; never raises. Callers set `enqueued_at` when they make the job queued."""
+    from questions.sqs.backend import message_group
     from questions.tasks import answer_question
 
     try:
-        answer_question.enqueue(job_id=str(question_id))
+        if owner_id is None:
+            owner_id = Question.objects.values_list("owner_id", flat=True).get(pk=question_id)
+        with message_group(queue_group_id(user_id=owner_id)):
+            answer_question.enqueue(job_id=str(question_id))
     except Exception as exc:
         metrics.ENQUEUE_FAILURES.inc()
         logger.warning(
@@ -177,7 +185,16 @@ def questions_enqueue(*, question_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
         return []
     # TASKS names SQSTaskBackend; Django types get_backend() as the base class.
     backend = cast("SQSTaskBackend", answer_question.get_backend())
-    sent = backend.enqueue_many(answer_question, [{"job_id": str(pk)} for pk in question_ids])
+    owners = dict(
+        Question.objects.filter(pk__in=question_ids).values_list("pk", "owner_id").order_by()
+    )
+    sent = backend.enqueue_many(
+        answer_question,
+        [{"job_id": str(pk)} for pk in question_ids],
+        group_ids=[
+            queue_group_id(user_id=owners[pk]) if pk in owners else None for pk in question_ids
+        ],
+    )
     unsent = [pk for pk, ok in zip(question_ids, sent, strict=True) if not ok]
     if unsent:
         metrics.ENQUEUE_FAILURES.inc(len(unsent))
@@ -470,7 +487,9 @@ def question_retry(*, question: Question) -> bool:
     if not updated:
         return False
     job_cache_delete(question.pk)
-    transaction.on_commit(partial(question_enqueue, question_id=question.pk))
+    transaction.on_commit(
+        partial(question_enqueue, question_id=question.pk, owner_id=question.owner_id)
+    )
     return True
 
 

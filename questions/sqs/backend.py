@@ -1,12 +1,17 @@
 """A `django.tasks` backend that sends each enqueued task to an SQS queue.
 
 `run_sqs_worker` is its worker. Django's task queue name "default" maps to `SQS_QUEUE_NAME`.
+A message sent inside `message_group(id)` (or given a group by `enqueue_many`) carries that
+SQS MessageGroupId: on a standard queue, SQS fair queues then keep one tenant's flood of messages
+from delaying the others' (consumers need no change).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -20,7 +25,22 @@ from questions.sqs.client import get_queue_url, get_sqs_client
 from questions.sqs.messages import encode_message, trace_attributes
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+    from mypy_boto3_sqs.type_defs import (
+        SendMessageBatchRequestEntryTypeDef,
+        SendMessageRequestTypeDef,
+    )
+
+_message_group: ContextVar[str | None] = ContextVar("sqs_message_group", default=None)
+
+
+@contextmanager
+def message_group(group_id: str | None) -> Iterator[None]:
+    """Messages enqueued inside carry this MessageGroupId (None: none)."""
+    token = _message_group.set(group_id)
+    try:
+        yield
+    finally:
+        _message_group.reset(token)
 
 
 def sqs_queue_name(task_queue_name: str) -> str:
@@ -52,24 +72,37 @@ class SQSTaskBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
-        get_sqs_client().send_message(
-            QueueUrl=get_queue_url(sqs_queue_name(task.queue_name)),
-            MessageBody=encode_message(
+        message: SendMessageRequestTypeDef = {
+            "QueueUrl": get_queue_url(sqs_queue_name(task.queue_name)),
+            "MessageBody": encode_message(
                 task_path=task.module_path,
                 result_id=result.id,
                 args=result.args,
                 kwargs=result.kwargs,
                 enqueued_at=now.isoformat(),
             ),
-            MessageAttributes=trace_attributes(),
-        )
+            "MessageAttributes": trace_attributes(),
+        }
+        group_id = _message_group.get()
+        if group_id:
+            message["MessageGroupId"] = group_id
+        get_sqs_client().send_message(**message)
         task_enqueued.send(type(self), task_result=result)
         return result
 
-    def enqueue_many(self, task: Task, kwargs_list: Sequence[dict[str, Any]]) -> list[bool]:
+    def enqueue_many(
+        self,
+        task: Task,
+        kwargs_list: Sequence[dict[str, Any]],
+        *,
+        group_ids: Sequence[str | None] | None = None,
+    ) -> list[bool]:
         """Send many calls of one task, 10 per SendMessageBatch; which ones SQS took (a batch
-        that fails altogether, SQS down, counts as not sent, never raises)."""
+        that fails altogether, SQS down, counts as not sent, never raises). `group_ids`, one per
+        call, are their MessageGroupIds."""
         self.validate_task(task)
+        if group_ids is not None and len(group_ids) != len(kwargs_list):
+            raise ValueError("one group id per call")
         url: str | None = None
         sent: list[bool] = []
         now = timezone.now().isoformat()
@@ -90,6 +123,9 @@ class SQSTaskBackend(BaseTaskBackend):
                 }
                 if attributes:
                     entry["MessageAttributes"] = attributes
+                group_id = group_ids[start + i] if group_ids is not None else None
+                if group_id:
+                    entry["MessageGroupId"] = group_id
                 entries.append(entry)
             try:
                 url = url or get_queue_url(sqs_queue_name(task.queue_name))

@@ -20,7 +20,11 @@ from questions.sqs.client import get_queue_url, get_sqs_client
 from questions.sqs.queues import queue_depth
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef, MessageTypeDef
+    from mypy_boto3_sqs.type_defs import (
+        DeleteMessageBatchRequestEntryTypeDef,
+        MessageTypeDef,
+        SendMessageRequestTypeDef,
+    )
 
 logger = logging.getLogger("questions.sqs.worker")
 
@@ -52,7 +56,11 @@ class Consumer:
             WaitTimeSeconds=wait,
             VisibilityTimeout=self.visibility_timeout,
             MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageSystemAttributeNames=[
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+                "MessageGroupId",
+            ],
         )
         messages = response.get("Messages", [])
         if messages:
@@ -141,11 +149,15 @@ class Consumer:
             "DataType": "String",
             "StringValue": reason[:256] or "unknown",
         }
-        get_sqs_client().send_message(
-            QueueUrl=self.dlq_url,
-            MessageBody=message.get("Body", "") or "(empty)",
-            MessageAttributes=attributes,
-        )
+        copy: SendMessageRequestTypeDef = {
+            "QueueUrl": self.dlq_url,
+            "MessageBody": message.get("Body", "") or "(empty)",
+            "MessageAttributes": attributes,
+        }
+        group_id = (message.get("Attributes") or {}).get("MessageGroupId")
+        if group_id:  # redrive_dlq sends it back in its fair-queue group
+            copy["MessageGroupId"] = group_id
+        get_sqs_client().send_message(**copy)
         metrics.SQS_MESSAGES.labels(action="dead_lettered").inc()
         logger.error(
             "message moved to the DLQ",

@@ -85,6 +85,7 @@ def dlq_redrive(*, dlq_name: str, queue_name: str, limit: int | None = None) -> 
             WaitTimeSeconds=1,
             VisibilityTimeout=60,
             MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["MessageGroupId"],
         ).get("Messages", [])
         if not messages:
             break
@@ -100,6 +101,9 @@ def dlq_redrive(*, dlq_name: str, queue_name: str, limit: int | None = None) -> 
             }
             if attributes:
                 send_kwargs["MessageAttributes"] = attributes
+            group_id = (message.get("Attributes") or {}).get("MessageGroupId")
+            if group_id:  # back in its fair-queue group
+                send_kwargs["MessageGroupId"] = group_id
             client.send_message(**send_kwargs)
             client.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
             moved += 1
