@@ -63,6 +63,12 @@ QUEUE_MESSAGES = Gauge(
     "Approximate messages in an SQS queue, polled from SQS.",
     ["queue", "state"],
 )
+OLDEST_QUEUED_JOB_AGE = Gauge(
+    "questions_oldest_queued_job_age_seconds",
+    "Age of the oldest job still queued, from the database (0: none); set by every worker, so "
+    "dashboards and alerts take max() over them.",
+    multiprocess_mode="livemax",
+)
 CACHE_FALLBACKS = Counter(
     "questions_cache_fallbacks_total",
     "Cache operations that failed (Redis down) and fell back to PostgreSQL.",

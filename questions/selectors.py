@@ -74,6 +74,15 @@ def question_status_counts() -> dict[str, Any]:
     }
 
 
+def question_oldest_queued_age() -> float:
+    """Seconds since the oldest job still queued was asked (0.0 when none): how long someone
+    has been waiting, whatever SQS holds (one index scan of question_status_created)."""
+    oldest = Question.objects.filter(status=Question.Status.QUEUED).aggregate(
+        oldest=Min("created_at")
+    )["oldest"]
+    return 0.0 if oldest is None else max((timezone.now() - oldest).total_seconds(), 0.0)
+
+
 def user_spend_list(*, now: datetime | None = None) -> QuerySet[Any]:
     """Users with their LLM spend in USD: `spend_today` (questions asked this UTC day),
     `spend_30_days` and `questions_30_days` (the last 30 days), most spent first."""

@@ -1,4 +1,5 @@
-"""The chores `run_sqs_worker` hands its worker: the requeue sweep and the queue-depth gauge.
+"""The chores `run_sqs_worker` hands its worker: the requeue sweep, the queue-depth gauge and the
+oldest-queued-job gauge.
 
 They run on the worker's chore thread (questions.sqs.chores), their ORM work on the worker's
 database threads, and stop with the first SIGTERM.
@@ -13,6 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from questions import metrics
+from questions.selectors import question_oldest_queued_age
 from questions.services import questions_requeue
 from questions.sqs.chores import Chore
 from questions.sqs.client import get_queue_url
@@ -42,3 +44,14 @@ def queue_depth_chore(queue_name: str, interval: float = 15.0) -> Chore:
             metrics.QUEUE_MESSAGES.labels(queue="main", state=state).set(value)
 
     return Chore("queue-depth", interval, gauge)
+
+
+def oldest_queued_chore(interval: float = 15.0) -> Chore:
+    """The age of the oldest queued job, from the database (SQS tells its own only to
+    CloudWatch). Every worker sets it, alike: one query per worker per interval, and a gauge
+    read with max() (a worker pod's gauge never adds to another's)."""
+
+    def gauge() -> None:
+        metrics.OLDEST_QUEUED_JOB_AGE.set(run_db_sync(question_oldest_queued_age))
+
+    return Chore("oldest-queued", interval, gauge)

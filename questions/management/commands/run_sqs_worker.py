@@ -13,7 +13,7 @@ from config.telemetry import configure_telemetry
 from questions.management.commands._options import int_range, non_negative_float
 from questions.sqs.backoff import DEFAULT_MAX_ATTEMPTS
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
-from questions.worker.chores import queue_depth_chore, requeue_chore
+from questions.worker.chores import oldest_queued_chore, queue_depth_chore, requeue_chore
 from questions.worker.dbpool import shutdown_db_pool
 from questions.worker.supervisor import Supervisor, child_command
 
@@ -128,6 +128,7 @@ class Command(BaseCommand):
             chores=[
                 requeue_chore(options["requeue_interval"]),
                 queue_depth_chore(options["queue"]),
+                oldest_queued_chore(),
             ],
         )
         previous = worker.install_signal_handlers()
