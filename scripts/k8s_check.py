@@ -111,6 +111,7 @@ def main() -> int:
     parser.add_argument(
         "--overlays-dir", type=Path, default=K8S / "overlays", help="Where the overlays are."
     )
+    parser.add_argument("--no-scan", action="store_true", help="Render and validate only.")
     args = parser.parse_args()
     started = time.monotonic()
     problems: list[str] = []
@@ -125,7 +126,7 @@ def main() -> int:
         for obj in found:
             problems += [f"{overlay}: {p}" for p in schema_problems(obj)]
         print(f"{overlay}: {len(found)} objects rendered and validated")
-    if rendered:
+    if rendered and not args.no_scan:
         problems += checkov(rendered, args.checkov)
     for problem in problems:
         print(problem, file=sys.stderr)
