@@ -211,3 +211,9 @@ async def stash_get(job_id: uuid.UUID) -> Completion | None:
         prompt_tokens=value["prompt_tokens"],
         completion_tokens=value["completion_tokens"],
     )
+
+
+def reset_breakers() -> None:
+    """Close both breakers (tests; after an operator fixed Redis)."""
+    _breaker.reset()
+    _stash_breaker.reset()
