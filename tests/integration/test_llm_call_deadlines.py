@@ -11,9 +11,14 @@ from typing import Any
 
 import openai
 import pytest
+from asgiref.sync import async_to_sync
 
+from questions.answering import question_answer
 from questions.llm.client import Progress, get_llm_client, reset_llm_client
 from questions.llm.errors import classify_llm_error
+from questions.models import Question
+from questions.sqs.exceptions import RetryLater
+from tests.factories import QuestionFactory, reloaded
 
 IDLE = 1.0  # OPENAI_TIMEOUT: seconds without content
 DEADLINE = 3.0  # OPENAI_CALL_DEADLINE: seconds in all
@@ -81,3 +86,26 @@ def test_content_past_the_call_deadline_is_cut(clocks):
     assert isinstance(error, openai.APITimeoutError), error
     assert DEADLINE * 0.9 <= elapsed < DEADLINE + 1.0, elapsed
     assert 0 < len(progress.parts) < len(words)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_whose_call_stalls_on_keepalives_is_retried_and_then_answered(user, clocks):
+    clocks.configure(answer="one two three")
+    clocks.enqueue({"keepalive": 30, "keepalive_interval": 0.2, "keepalive_after": 1})
+    question = QuestionFactory(owner=user)
+    answer = async_to_sync(question_answer)
+
+    started = time.monotonic()
+    with pytest.raises(RetryLater) as retry:
+        answer(job_id=str(question.pk), max_attempts=3)
+    assert time.monotonic() - started < IDLE + 2.0  # not the 30 s the keepalives would last
+    assert retry.value.reason == "timeout"
+    row = reloaded(question)
+    assert (row.status, row.error) == (
+        Question.Status.QUEUED,
+        "The language model did not answer in time.",
+    )
+
+    assert answer(job_id=str(question.pk), max_attempts=3) == "succeeded"
+    assert reloaded(question).answer == "one two three"
+    assert clocks.calls == 2
