@@ -98,7 +98,7 @@ def test_stop_during_the_wait_cancels_without_a_call_and_a_stolen_claim_is_not_p
     question_cancel(question=reloaded(stopped))
     wait_until(
         lambda: ("end", "cancelled") in stream_entries(settings, stopped),
-        timeout=3,
+        timeout=5,  # the pause lasts 12 s from the 429
         what="the stopped job's end in its stream",
     )
     # Another worker claims the second one meanwhile (as after a lapsed lease): this worker
