@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -73,6 +74,8 @@ async def question_answer(*, job_id: str, max_attempts: int) -> str:
     with bind_job_id(job_id):
         trace.get_current_span().set_attribute("questions.job_id", job_id)
         lease = settings.OPENAI_TIMEOUT + settings.QUESTIONS_CLAIM_MARGIN
+        # Before the claim, so that the lease surely started after it.
+        claiming_at = time.monotonic()
         claim = await _claimer(lease)(question_id)
         if claim.question is None:
             return _not_claimed(claim, job_id)
@@ -95,7 +98,7 @@ async def question_answer(*, job_id: str, max_attempts: int) -> str:
             if stashed is not None:
                 logger.info("reusing the answer stashed by an earlier attempt; no new LLM call")
                 return await _store(question, live, stashed)
-            return await _call(question, live, llm, max_attempts, lease, watch)
+            return await _call(question, live, llm, max_attempts, lease, watch, claiming_at)
 
 
 async def _call(
@@ -105,6 +108,7 @@ async def _call(
     max_attempts: int,
     lease: float,
     watch: Watch,
+    claiming_at: float,
 ) -> str:
     await live.start(question.attempts)
     # 1. The provider's rate limit: a 429's pause can outlast the lease; the watch keeps the
@@ -116,10 +120,15 @@ async def _call(
     except JobStopped:
         return await _stopped_before_call(question, live)
     # 2. The claim again, right before paying (fenced on this attempt): a job another worker
-    #    claimed, or Stop cancelled, meanwhile is not paid for here.
-    if not await run_db(question_claim_renew, question=question, lease_seconds=lease):
+    #    claimed, or Stop cancelled, meanwhile is not paid for here. Within half a lease of the
+    #    claim it cannot have lapsed (no other worker can hold it), and a Stop is cut off within
+    #    CANCEL_POLL_SECONDS anyway: the usual job, which did not wait, is spared the query.
+    if time.monotonic() - claiming_at >= lease / 2 and not await run_db(
+        question_claim_renew, question=question, lease_seconds=lease
+    ):
         return await _claim_gone_before_call(question, live)
-    # 3. The call. Stop cuts it off, keeping the partial answer.
+    # 3. The call. Stop cuts it off, keeping the partial answer. (Every way out of it below
+    #    follows a call the provider may bill: the places a per-call record belongs.)
     progress = Progress()
     try:
         completion = await watch.stoppable(
