@@ -1,11 +1,14 @@
 """The worker's Redis writes for one job: its live answer stream and the stash of a paid answer.
 
-Both are best-effort and guarded by one small breaker: when Redis fails, the failure is logged
-once, and Redis is not tried again for a second, so a dead Redis costs the live view, never
-the job, and not a timeout per chunk.
+Both are best-effort and each is guarded by a small breaker of its own: when Redis fails, the
+failure is logged once, and Redis is not tried again for a second, so a dead Redis costs the
+live view, never the job, and not a timeout per chunk. The stash has its own breaker so that a
+failing live stream (an entry Redis refuses, say) never stops paid answers from being stashed.
 
 - `LiveAnswer` appends the answer to the job's stream (questions.live.streams) as it grows, pieces
   coalesced to one entry per `FLUSH_SECONDS` at most, and the final status after the row is stored.
+  Each attempt starts with a `reset` entry, so that watchers drop an earlier attempt's partial
+  text; `end` is written only for a final status (a watcher stops reading at `end`).
 - The stash keeps a completion the provider was paid for until the row holds it, so a job whose
   store failed (PostgreSQL gone mid-call) is finished from the stash when it is claimed again,
   instead of paying for a second call.
@@ -25,8 +28,9 @@ from typing import Any
 from django.conf import settings
 
 from questions.breaker import Breaker
-from questions.live.streams import Kind, async_redis, stream_append, stream_key
+from questions.live.streams import FINAL_STATUSES, Kind, async_redis, stream_append, stream_key
 from questions.llm.client import Completion
+from questions.llm.text import without_lone_surrogates
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,12 @@ _breaker = Breaker(
     retry_after=1.0,
     down="Redis unavailable: answers are not streamed live (they are still stored)",
     up="Redis available again: answers are streamed live",
+)
+_stash_breaker = Breaker(
+    logger=logger,
+    retry_after=1.0,
+    down="Redis unavailable: paid answers are not stashed until stored",
+    up="Redis available again: paid answers are stashed until stored",
 )
 
 
@@ -76,12 +86,14 @@ class LiveAnswer:
         self._flushed_at = 0.0
         self._flushing: asyncio.Future[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, attempt: int) -> None:
+        """A new attempt: watchers drop what an earlier one wrote (`reset`), then `running`."""
         self._flushed_at = time.monotonic()
-        await _append(self.job_id, [("status", "running")])
+        await _append(self.job_id, [("reset", str(attempt)), ("status", "running")])
 
     def add(self, text: str) -> None:
-        self._pending.append(text)
+        # Redis (like PostgreSQL) cannot encode a lone surrogate; one would fail the append.
+        self._pending.append(without_lone_surrogates(text))
         if self._flushing is None and time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
             self._flushing = asyncio.ensure_future(self._flush())
 
@@ -99,15 +111,15 @@ class LiveAnswer:
             self._flushing = None
 
     async def finish(self, status: str, *, drop_stash: bool = False) -> None:
-        """The rest of the text and the final status, and the stash dropped, in one round trip."""
-        if self._flushing is not None:
-            await asyncio.shield(self._flushing)
-        entries: list[tuple[Kind, str]] = []
-        if self._pending:
-            entries.append(("delta", "".join(self._pending)))
-            self._pending.clear()
+        """The rest of the text and the final status, and the stash dropped, in one round trip.
+        Only for a final status: a watcher stops reading the stream at `end`."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"{status!r} is not a final status; use leave()")
+        entries = await self._rest()
         entries.append(("end", status))
         if not _breaker.available():
+            if drop_stash:
+                await stash_drop(self.job_id)
             return
         try:
             async with _gate(), async_redis().pipeline(transaction=False) as pipe:
@@ -125,6 +137,22 @@ class LiveAnswer:
                 await pipe.execute()
         except Exception as exc:
             _breaker.failed(exc)
+            if drop_stash:
+                await stash_drop(self.job_id)
+
+    async def leave(self) -> None:
+        """This attempt ends without a final status (its claim was lost): the rest of its text,
+        no `end` (the job goes on elsewhere), and the stash kept for whoever finishes it."""
+        await _append(self.job_id, await self._rest())
+
+    async def _rest(self) -> list[tuple[Kind, str]]:
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
+        entries: list[tuple[Kind, str]] = []
+        if self._pending:
+            entries.append(("delta", "".join(self._pending)))
+            self._pending.clear()
+        return entries
 
     async def requeued(self) -> None:
         await _append(self.job_id, [("status", "queued")])
@@ -135,7 +163,7 @@ def _stash_key(job_id: uuid.UUID) -> str:
 
 
 async def stash_put(job_id: uuid.UUID, attempt: int, completion: Completion) -> None:
-    if not _breaker.available():
+    if not _stash_breaker.available():
         return
     value: dict[str, Any] = {
         "attempt": attempt,
@@ -148,18 +176,32 @@ async def stash_put(job_id: uuid.UUID, attempt: int, completion: Completion) -> 
         async with _gate():
             await async_redis().set(_stash_key(job_id), json.dumps(value), ex=_STASH_TTL)
     except Exception as exc:
-        _breaker.failed(exc)
+        _stash_breaker.failed(exc)
+    else:
+        _stash_breaker.succeeded()
+
+
+async def stash_drop(job_id: uuid.UUID) -> None:
+    """Forget a stashed answer once the row holds it (best-effort: it expires anyway)."""
+    if not _stash_breaker.available():
+        return
+    try:
+        async with _gate():
+            await async_redis().delete(_stash_key(job_id))
+    except Exception as exc:
+        _stash_breaker.failed(exc)
 
 
 async def stash_get(job_id: uuid.UUID) -> Completion | None:
-    if not _breaker.available():
+    if not _stash_breaker.available():
         return None
     try:
         async with _gate():
             raw = await async_redis().get(_stash_key(job_id))
     except Exception as exc:
-        _breaker.failed(exc)
+        _stash_breaker.failed(exc)
         return None
+    _stash_breaker.succeeded()
     if not raw:
         return None
     value = json.loads(raw)
@@ -169,3 +211,9 @@ async def stash_get(job_id: uuid.UUID) -> Completion | None:
         prompt_tokens=value["prompt_tokens"],
         completion_tokens=value["completion_tokens"],
     )
+
+
+def reset_breakers() -> None:
+    """Close both breakers (tests; after an operator fixed Redis)."""
+    _breaker.reset()
+    _stash_breaker.reset()

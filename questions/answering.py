@@ -1,16 +1,21 @@
 """`question_answer`: one job's run, with the attempt, retry and give-up policy.
 
 Safe under SQS's at-least-once delivery: the job is claimed atomically first, so a second
-delivery of a running or finished job never calls the LLM again. A paid answer is never paid for
-twice: it is stashed in Redis until the row holds it, the store is retried on a fresh connection,
-and a job claimed again with a stashed answer is finished from it. A provider 429 never uses up
-an attempt. The run speaks to the queue only through `RetryLater` / `DeadLetter`.
+delivery of a running or finished job never calls the LLM again. From its claim to its end the job
+is watched (questions.worker.inflight): its lease is extended and Stop reaches it whatever it waits
+on, the provider's rate limit included; the claim is checked again right before paying, so a job
+another worker took meanwhile is not paid for twice. A paid answer is never paid for twice: it is
+stashed in Redis until the row holds it, the store is retried on a fresh connection, a job claimed
+again with a stashed answer is finished from it, and an answer whose claim was lost keeps its
+stash. A provider 429 never uses up an attempt. The run speaks to the queue only through
+`RetryLater` / `DeadLetter`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -31,6 +36,8 @@ from questions.models import Question
 from questions.pricing import call_tokens_bound
 from questions.services import (
     Claim,
+    question_claim_renew,
+    question_close_cancelled,
     question_fail,
     question_release_for_retry,
     question_store_cancelled,
@@ -41,7 +48,7 @@ from questions.sqs.backoff import CONNECTION_BACKOFF, JOB_BACKOFF
 from questions.sqs.exceptions import DeadLetter, RetryLater
 from questions.worker.coalesce import Coalescer
 from questions.worker.dbpool import run_db
-from questions.worker.inflight import in_flight
+from questions.worker.inflight import JobStopped, Watch, in_flight
 
 if TYPE_CHECKING:
     from questions.services import ClaimedQuestion
@@ -50,6 +57,8 @@ logger = logging.getLogger("questions.tasks")
 
 Status = Question.Status
 STORE_TRIES = 6
+# What `question_answer` returns when this attempt's claim is gone (another worker has the job).
+LOST = "lost"
 # How long every worker pauses after a 429 that names no Retry-After.
 PAUSE_WITHOUT_RETRY_AFTER = 2.0
 
@@ -65,57 +74,112 @@ async def question_answer(*, job_id: str, max_attempts: int) -> str:
     with bind_job_id(job_id):
         trace.get_current_span().set_attribute("questions.job_id", job_id)
         lease = settings.OPENAI_TIMEOUT + settings.QUESTIONS_CLAIM_MARGIN
+        # Before the claim, so that the lease surely started after it.
+        claiming_at = time.monotonic()
         claim = await _claimer(lease)(question_id)
         if claim.question is None:
             return _not_claimed(claim, job_id)
         question = claim.question
         llm = get_llm_client()
         live = LiveAnswer(question.pk)
-        if question.attempts > max_attempts:
-            # Claimed again after workers died mid-call more often than allowed (a question that
-            # crashes the worker, say): stop here instead of paying for yet another call.
-            error = f"Gave up after {max_attempts} attempts: the worker stopped during the call."
-            logger.warning("job failed: too many attempts", extra={"attempt": question.attempts})
-            return await _fail(question, live, error, llm.model)
-        stashed = await stash_get(question.pk) if question.attempts > 1 else None
-        if stashed is not None:
-            logger.info("reusing the answer stashed by an earlier attempt; no new LLM call")
-            return await _store(question, live, stashed)
-        return await _call(question, live, llm, max_attempts, lease)
+        # Leased and stoppable from the claim to the end, whatever the job waits on.
+        with in_flight().watching(question.pk, lease) as watch:
+            if question.attempts > max_attempts:
+                # Claimed again after workers died mid-call more often than allowed (a question
+                # that crashes the worker, say): stop here instead of paying for another call.
+                error = (
+                    f"Gave up after {max_attempts} attempts: the worker stopped during the call."
+                )
+                logger.warning(
+                    "job failed: too many attempts", extra={"attempt": question.attempts}
+                )
+                return await _fail(question, live, error, llm.model)
+            stashed = await stash_get(question.pk) if question.attempts > 1 else None
+            if stashed is not None:
+                logger.info("reusing the answer stashed by an earlier attempt; no new LLM call")
+                return await _store(question, live, stashed)
+            return await _call(question, live, llm, max_attempts, lease, watch, claiming_at)
 
 
 async def _call(
-    question: ClaimedQuestion, live: LiveAnswer, llm: LLMClient, max_attempts: int, lease: float
+    question: ClaimedQuestion,
+    live: LiveAnswer,
+    llm: LLMClient,
+    max_attempts: int,
+    lease: float,
+    watch: Watch,
+    claiming_at: float,
 ) -> str:
-    await live.start()
-    await ratelimit.acquire(llm.model, call_tokens_bound(question=question.text))
-    progress = Progress()
-    call = asyncio.ensure_future(
-        llm.complete(
-            question.text,
-            user=provider_user_id(user_id=question.owner_id),
-            progress=progress,
-            on_text=live.add,
-        )
-    )
-    jobs = in_flight()
-    watch = jobs.watch(question.pk, call, lease)
+    await live.start(question.attempts)
+    # 1. The provider's rate limit: a 429's pause can outlast the lease; the watch keeps the
+    #    lease, and Stop ends the wait without a call.
     try:
-        completion = await call
-    except asyncio.CancelledError:
-        if not watch.cancelled:
-            raise  # the worker itself is stopping
+        await watch.stoppable(
+            ratelimit.acquire(llm.model, call_tokens_bound(question=question.text))
+        )
+    except JobStopped:
+        return await _stopped_before_call(question, live)
+    # 2. The claim again, right before paying (fenced on this attempt): a job another worker
+    #    claimed, or Stop cancelled, meanwhile is not paid for here. Within half a lease of the
+    #    claim it cannot have lapsed (no other worker can hold it), and a Stop is cut off within
+    #    CANCEL_POLL_SECONDS anyway: the usual job, which did not wait, is spared the query.
+    if time.monotonic() - claiming_at >= lease / 2 and not await run_db(
+        question_claim_renew, question=question, lease_seconds=lease
+    ):
+        return await _claim_gone_before_call(question, live)
+    # 3. The call. Stop cuts it off, keeping the partial answer. (Every way out of it below
+    #    follows a call the provider may bill: the places a per-call record belongs.)
+    progress = Progress()
+    try:
+        completion = await watch.stoppable(
+            llm.complete(
+                question.text,
+                user=provider_user_id(user_id=question.owner_id),
+                progress=progress,
+                on_text=live.add,
+            )
+        )
+    except JobStopped:
         logger.info("job cancelled during the LLM call; keeping the partial answer")
         partial = progress.partial(question.text, llm.model)
-        await run_db(question_store_cancelled, question=question, completion=partial)
+        if not await run_db(question_store_cancelled, question=question, completion=partial):
+            return await _lost(question, live)
         await live.finish(Status.CANCELLED)
         return Status.CANCELLED
     except Exception as exc:
         return await _call_failed(question, live, llm, exc, max_attempts)
-    finally:
-        jobs.forget(question.pk)
+    # 4. The store (still watched: the lease holds while PostgreSQL is retried).
     await stash_put(question.pk, question.attempts, completion)
     return await _store(question, live, completion)
+
+
+async def _stopped_before_call(question: Question, live: LiveAnswer) -> str:
+    logger.info("job cancelled while waiting for the provider; no call made")
+    if not await run_db(question_close_cancelled, question=question):
+        return await _lost(question, live)
+    await live.finish(Status.CANCELLED)
+    return Status.CANCELLED
+
+
+async def _claim_gone_before_call(question: Question, live: LiveAnswer) -> str:
+    """The claim check before the call failed: Stop came between two polls, or the job was
+    re-queued (a lapsed lease) and perhaps claimed by another worker."""
+    if await run_db(question_close_cancelled, question=question):
+        logger.info("job cancelled while waiting for the provider; no call made")
+        await live.finish(Status.CANCELLED)
+        return Status.CANCELLED
+    logger.warning(
+        "lost the claim while waiting; not calling", extra={"attempt": question.attempts}
+    )
+    await live.leave()
+    return LOST
+
+
+async def _lost(question: Question, live: LiveAnswer) -> str:
+    """This attempt's claim is gone (another worker runs the job now): no `end` for watchers,
+    and a stashed answer is kept for whoever finishes the job (it is paid for)."""
+    await live.leave()
+    return LOST
 
 
 async def _call_failed(
@@ -187,7 +251,10 @@ async def _store(question: Question, live: LiveAnswer, completion: Completion) -
     if not stored:
         # Cancelled meanwhile (the answer came in before the cut): keep it on the cancelled row.
         cancelled = await run_db(question_store_cancelled, question=question, completion=completion)
-        status = Status.CANCELLED if cancelled else "lost"
+        if not cancelled:
+            # Lost the claim: the paid answer stays stashed for the claim that finishes the job.
+            return await _lost(question, live)
+        status = Status.CANCELLED
     await live.finish(status, drop_stash=True)
     if status == Status.SUCCEEDED:
         logger.info("job succeeded", extra={"attempt": question.attempts})
@@ -197,7 +264,8 @@ async def _store(question: Question, live: LiveAnswer, completion: Completion) -
 async def _fail(
     question: Question, live: LiveAnswer, error: str, model: str, *, drop_stash: bool = False
 ) -> str:
-    await run_db(question_fail, question=question, error=error, model=model)
+    if not await run_db(question_fail, question=question, error=error, model=model):
+        return await _lost(question, live)
     await live.finish(Status.FAILED, drop_stash=drop_stash)
     return Status.FAILED
 

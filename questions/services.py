@@ -26,6 +26,7 @@ from questions.cache import job_cache_delete, job_cache_set
 from questions.limits import ask_limits_check, lock_owner, rate_slot_take
 from questions.live.streams import stream_append_sync
 from questions.llm.client import Completion
+from questions.llm.text import storable_text
 from questions.models import Question
 from questions.pricing import completion_cost
 
@@ -293,6 +294,17 @@ def questions_extend_leases(*, question_ids: list[uuid.UUID], lease_seconds: flo
     )
 
 
+def question_claim_renew(*, question: Question, lease_seconds: float) -> bool:
+    """Right before paying for a call: True if this worker still holds the claim (fenced on the
+    running status and this attempt), its lease then renewed; False if the job was cancelled,
+    re-queued or claimed by another worker meanwhile (then it must not be paid for again)."""
+    return bool(
+        Question.objects.filter(
+            pk=question.pk, status=Status.RUNNING, attempts=question.attempts
+        ).update(claim_expires_at=Now() + timedelta(seconds=lease_seconds))
+    )
+
+
 def _finish(question: Question, status: str, **fields: object) -> bool:
     """Store a final state if this worker still holds the claim (fenced by attempts)."""
     now = timezone.now()
@@ -322,11 +334,13 @@ def _finish(question: Question, status: str, **fields: object) -> bool:
 
 
 def clean_completion(completion: Completion) -> Completion:
-    """What PostgreSQL can store: no NUL characters, a model name that fits its column."""
+    """What PostgreSQL can store: no NUL characters, no lone UTF-16 surrogates (a provider's JSON
+    may escape one, "\\ud800"; they cannot be encoded as UTF-8), a model name that fits its
+    column."""
     max_model = Question._meta.get_field("model").max_length or 200
     return Completion(
-        text=completion.text.replace("\x00", ""),
-        model=completion.model.replace("\x00", "")[:max_model],
+        text=storable_text(completion.text),
+        model=storable_text(completion.model)[:max_model],
         prompt_tokens=max(completion.prompt_tokens, 0),
         completion_tokens=max(completion.completion_tokens, 0),
     )
@@ -405,6 +419,21 @@ def question_store_cancelled(*, question: Question, completion: Completion) -> b
         return False
     question.refresh_from_db()
     metrics.record_llm_cost(model=completion.model, cost=cost)
+    metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
+    job_cache_set(question)
+    return True
+
+
+def question_close_cancelled(*, question: Question) -> bool:
+    """A job stopped before its LLM call was made (Stop while it waited for the provider's
+    rate limit): nothing to keep, no cost; counted and cached as the worker of a stopped job
+    does (fenced on the cancelled status and this attempt)."""
+    updated = Question.objects.filter(
+        pk=question.pk, status=Status.CANCELLED, attempts=question.attempts
+    ).update(claim_expires_at=None)
+    if not updated:
+        return False
+    question.refresh_from_db()
     metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
     job_cache_set(question)
     return True

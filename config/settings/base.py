@@ -179,6 +179,12 @@ OPENAI_API_KEY = env_optional("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_optional("OPENAI_BASE_URL")
 OPENAI_MODEL = env_str("OPENAI_MODEL", default="gpt-4o-mini")
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", default=30.0)
+# --- A call's two clocks (questions.llm.client). OPENAI_TIMEOUT above is the longest time a call
+# may go WITHOUT CONTENT (SSE keepalive comments and empty chunks do not count); this is the
+# longest a call may take in all, however steadily it streams. At least OPENAI_TIMEOUT.
+OPENAI_CALL_DEADLINE = env_float("OPENAI_CALL_DEADLINE", default=max(300.0, OPENAI_TIMEOUT))
+if OPENAI_CALL_DEADLINE < OPENAI_TIMEOUT:
+    raise ImproperlyConfigured("OPENAI_CALL_DEADLINE must be at least OPENAI_TIMEOUT.")
 OPENAI_SYSTEM_PROMPT = env_str(
     "OPENAI_SYSTEM_PROMPT",
     default="You are a helpful assistant. Answer clearly and concisely, in Markdown.",

@@ -1,14 +1,15 @@
 """`GET /api/questions/{id}/events`: a job as Server-Sent Events.
 
 Events, in order: `status` (the row's status when the watcher connects, without an id so that it
-never moves the resume point), then the job's answer stream (questions.live.streams) as `status` and
-`delta` events whose id is the stream entry id, then one final event named after the final
-status (`succeeded` is sent as `done`, `failed`, `cancelled`) whose data is the stored job as
-the API shows it, after which the stream closes. A watcher that reconnects with `Last-Event-ID`
-(or `?last_event_id=`) gets what came after that entry; a finished job gets its final event at
-once. `: keepalive` comments keep idle proxies from closing the connection. A quiet stream
-also looks for the finished job in the Redis cache every few seconds and in the row at each
-keepalive, so a job whose `end` never reached the stream still ends its watchers' streams.
+never moves the resume point), then the job's answer stream (questions.live.streams) as `reset`
+(a new attempt: drop the text so far), `status` and `delta` events whose id is the stream entry
+id, then one final event named after the final status (`succeeded` is sent as `done`, `failed`,
+`cancelled`) whose data is the stored job as the API shows it, after which the stream closes. A
+watcher that reconnects with `Last-Event-ID` (or `?last_event_id=`) gets what came after that
+entry; a finished job gets its final event at once. `: keepalive` comments keep idle proxies
+from closing the connection. A quiet stream also looks for the finished job in the Redis cache
+every few seconds and in the row at each keepalive, so a job whose `end` never reached the
+stream still ends its watchers' streams.
 
 When Redis is down the row is polled instead (every `QUESTIONS_EVENTS_POLL_INTERVAL` seconds)
 and the final event sent when it is finished; Redis is tried again now and then.
@@ -47,7 +48,7 @@ from rest_framework.views import APIView
 from questions.api.serializers import QuestionOutputSerializer
 from questions.cache import job_cache_get
 from questions.live.hub import stream_hub
-from questions.live.streams import Entry, close_async_redis
+from questions.live.streams import FINAL_STATUSES, Entry, close_async_redis
 from questions.metrics import EVENTS_WATCHERS
 from questions.models import Question
 from questions.selectors import question_get
@@ -147,6 +148,10 @@ class JobEvents:
     def _entry(self, entry: Entry) -> bytes:
         if entry.kind == "delta":
             data = json.dumps({"text": entry.value}, separators=(",", ":"))
+        elif entry.kind == "reset":
+            # A new attempt: the watcher drops the text so far (an earlier attempt's).
+            attempt = int(entry.value) if entry.value.isdigit() else None
+            data = json.dumps({"attempt": attempt}, separators=(",", ":"))
         else:
             data = json.dumps({"status": entry.value}, separators=(",", ":"))
         return sse(entry.kind, data, event_id=entry.id)
@@ -186,6 +191,10 @@ class JobEvents:
                         )
                 if entries:
                     for entry in entries:
+                        if entry.kind == "end" and entry.value not in FINAL_STATUSES:
+                            # Not a final outcome (an older worker's "lost"): the job goes on.
+                            after = entry.id
+                            continue
                         if entry.kind == "end":
                             # The row is stored before `end` is written: it is final now.
                             # Loaded and rendered once for every watcher of the job (per user:

@@ -25,7 +25,14 @@ from typing import Any, cast
 from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
-from questions.live.streams import Entry, XReadPairs, async_redis, entries_of, stream_key
+from questions.live.streams import (
+    FINAL_STATUSES,
+    Entry,
+    XReadPairs,
+    async_redis,
+    entries_of,
+    stream_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +56,11 @@ class _Job:
 
     @property
     def ended(self) -> bool:
-        return bool(self.entries) and self.entries[-1].kind == "end"
+        # Only a final `end` stops the reads (an older worker may have written another).
+        if not self.entries:
+            return False
+        last = self.entries[-1]
+        return last.kind == "end" and last.value in FINAL_STATUSES
 
     def add(self, entries: list[Entry]) -> None:
         last = _order(self.last_id)

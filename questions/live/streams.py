@@ -3,9 +3,12 @@
 The worker appends to it while the LLM writes; the SSE endpoint reads it (and resumes from an
 entry id, which is also the SSE event id). Each entry has exactly one field, its kind:
 
+- ``reset``: a new attempt begins (its value is the attempt's number): the text so far is an
+  earlier attempt's, and readers drop it;
 - ``status``: the job's new status (``running`` when a worker starts it);
 - ``delta``: the next piece of the answer's text;
-- ``end``: the job's final status, written after the row is stored (readers then load the row).
+- ``end``: the job's final status (one of ``FINAL_STATUSES``), written after the row is stored
+  (readers then load the row). Never written for an outcome that is not final.
 
 The stream is a convenience for watchers, never the record: the job row holds the whole answer.
 So every write is best-effort (a Redis outage costs the live view, not the job), and a reader
@@ -26,8 +29,10 @@ from django.conf import settings
 from django_redis import get_redis_connection
 from redis.typing import EncodableT, FieldT
 
-Kind = Literal["status", "delta", "end"]
-KINDS: tuple[Kind, ...] = ("status", "delta", "end")
+Kind = Literal["reset", "status", "delta", "end"]
+KINDS: tuple[Kind, ...] = ("reset", "status", "delta", "end")
+# The values an `end` entry may carry: after one of them nothing more is written.
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 # An XREAD reply as these clients get it (RESP2, redis-py's default protocol): per stream, its
 # key and its entries, each an id and its fields. redis-py types the reply for RESP3 too.
 XReadPairs = list[tuple[str, list[tuple[str, dict[str, str]]]]]

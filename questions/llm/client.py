@@ -6,7 +6,13 @@ plainly they are not from an LLM (like Django's console e-mail backend). Retries
 job, so the client never retries.
 
 Both stream: each piece of text goes to `on_text` as it arrives and into `progress`, so a call cut
-off (Stop) still leaves the text written so far and an estimate of the tokens it used.
+off (Stop, a timeout) still leaves the text written so far and an estimate of the tokens it used.
+
+Two clocks bound a call (`OpenAIClient`): `OPENAI_TIMEOUT` is the longest time without content —
+SSE comment lines (`: keepalive`, as some OpenAI-compatible proxies send while a model is busy) and
+chunks without text do not count, so they cannot hold a call open — and `OPENAI_CALL_DEADLINE` the
+longest a call may take in all. Either raises `openai.APITimeoutError` (a retryable timeout).
+httpx's own timeout is per read, so it alone bounds neither.
 """
 
 from __future__ import annotations
@@ -92,9 +98,18 @@ class OpenAIClient:
     system = "openai"
 
     def __init__(
-        self, *, api_key: str | None, base_url: str | None, model: str, timeout: float
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        model: str,
+        timeout: float,
+        deadline: float | None = None,
     ) -> None:
         self.model = model
+        # Longest time without content, and longest call in all (see the module docstring).
+        self._idle_timeout = timeout
+        self._deadline = max(deadline if deadline is not None else timeout, timeout)
         self._sdk = openai.AsyncOpenAI(
             # A local OpenAI-compatible server needs no key, but the client insists on one.
             api_key=api_key or "not-needed",
@@ -153,32 +168,53 @@ class OpenAIClient:
     async def _stream(self, body: bytes, progress: Progress, on_text: TextSink) -> None:
         http = self._sdk._client
         request = http.build_request("POST", self._url, content=body, headers=self._headers)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self._deadline
         try:
-            # Leaving the block (also when the task is cancelled) closes the connection.
-            response = await http.send(request, stream=True)
-            try:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise self._sdk._make_status_error_from_response(response)
-                # Read to the end (past "[DONE]"), so the connection goes back to the pool.
-                async for line in response.aiter_lines():
-                    if line.startswith("data:") and (data := line[5:].strip()) != "[DONE]":
-                        _take(json.loads(data), progress, on_text)
-            finally:
-                await response.aclose()
-        except httpx2.TimeoutException as exc:
+            # One timer for both clocks: it fires at the sooner of "OPENAI_TIMEOUT after the last
+            # content" and "OPENAI_CALL_DEADLINE after the start", and is moved on by content
+            # only. asyncio.timeout_at cancels whatever read is waiting; TimeoutError comes out.
+            async with asyncio.timeout_at(min(started + self._idle_timeout, deadline)) as timer:
+                # Leaving the block (also when the task is cancelled) closes the connection.
+                response = await http.send(request, stream=True)
+                try:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise self._sdk._make_status_error_from_response(response)
+                    # Read to the end (past "[DONE]"), so the connection goes back to the pool.
+                    async for line in response.aiter_lines():
+                        if (
+                            line.startswith("data:")
+                            and (data := line[5:].strip()) != "[DONE]"
+                            and _take(json.loads(data), progress, on_text)
+                        ):
+                            timer.reschedule(min(loop.time() + self._idle_timeout, deadline))
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx2.TimeoutException) as exc:
             raise openai.APITimeoutError(request=request) from exc
         except httpx2.TransportError as exc:
             raise openai.APIConnectionError(request=request) from exc
 
 
-def _take(chunk: dict[str, Any], progress: Progress, on_text: TextSink) -> None:
+def _take(chunk: dict[str, Any], progress: Progress, on_text: TextSink) -> bool:
+    """Take one chunk into `progress`; True if it carried content (text, or the usage that
+    ends a stream), which is what moves the call's no-content timer on."""
     if "error" in chunk:
-        raise openai.APIError(str(chunk["error"])[:200], request=None, body=chunk)  # type: ignore[arg-type]
+        # An error sent mid-stream (the status line said 200): its body, for classify_llm_error.
+        error = chunk["error"]
+        raise openai.APIError(
+            str(error.get("message") if isinstance(error, dict) else error)[:200],
+            request=None,  # type: ignore[arg-type]
+            body=error,
+        )
+    content = False
     usage = chunk.get("usage")
     if usage:
         progress.prompt_tokens = usage.get("prompt_tokens")
         progress.completion_tokens = usage.get("completion_tokens")
+        content = True
     if chunk.get("model"):
         progress.model = chunk["model"]
     choices = chunk.get("choices")
@@ -187,6 +223,8 @@ def _take(chunk: dict[str, Any], progress: Progress, on_text: TextSink) -> None:
         if text:
             progress.parts.append(text)
             on_text(text)
+            content = True
+    return content
 
 
 class DemoLLMClient:
@@ -261,4 +299,5 @@ def _build_client() -> LLMClient:
         base_url=settings.OPENAI_BASE_URL,
         model=settings.OPENAI_MODEL,
         timeout=settings.OPENAI_TIMEOUT,
+        deadline=settings.OPENAI_CALL_DEADLINE,
     )

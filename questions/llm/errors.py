@@ -1,8 +1,9 @@
 """The one place that decides whether a failed LLM call is worth retrying.
 
-429, 5xx, 409, timeouts and connection errors are transient: retry with backoff, honouring
-Retry-After. Other 4xx (bad request, auth, permission, content policy) are permanent: the job
-fails at once with a message a person understands. Secrets and raw bodies never reach the message.
+429, 5xx (also as an error event mid-stream), 409, timeouts and connection errors are
+transient: retry with backoff, honouring Retry-After. Other 4xx (bad request, auth, permission,
+content policy) are permanent: the job fails at once with a message a person understands.
+Secrets and raw bodies never reach the message.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from questions.sqs.backoff import JOB_BACKOFF
 BACKOFF_BASE_SECONDS = JOB_BACKOFF.base
 BACKOFF_CAP_SECONDS = JOB_BACKOFF.cap
 _MAX_RETRY_AFTER_SECONDS = 3600.0
+
+# The `type` of an error event sent mid-stream that means the provider failed, not the request.
+_STREAM_SERVER_ERRORS = frozenset({"server_error", "api_error", "overloaded_error", "timeout"})
 
 _PERMANENT_MESSAGES: dict[int, str] = {
     400: "The language model rejected the question as invalid.",
@@ -60,6 +64,12 @@ def classify_llm_error(exc: BaseException) -> LLMFailure:
             status, f"The language model refused the request (HTTP {status})."
         )
         return LLMFailure(False, f"http_{status}", message)
+    if isinstance(exc, openai.APIError) and exc.type in _STREAM_SERVER_ERRORS:
+        # An error event in the middle of a streamed answer (the status line already said 200):
+        # the provider's fault, as a 5xx would have been.
+        return LLMFailure(
+            True, "server_error", "The language model provider had an error while answering."
+        )
     if isinstance(exc, openai.ContentFilterFinishReasonError):
         return LLMFailure(False, "content_filter", "The answer was withheld by a content filter.")
     if isinstance(exc, openai.OpenAIError):

@@ -116,8 +116,9 @@
   function draw() {
     drawn = null;
     var box = panel.querySelector("[data-stream-answer]");
-    if (!box || !text) return;
+    if (!box) return;
     while (box.firstChild) box.removeChild(box.firstChild);
+    if (!text) { box.hidden = true; return; }
     box.appendChild(markdown(text));
     box.hidden = false;
   }
@@ -190,6 +191,11 @@
     source.addEventListener("status", function (event) {
       var status = JSON.parse(event.data).status;
       if (status !== currentStatus()) loadPanel();
+    });
+    // A new attempt (a retry after a failed call): what came before was an earlier attempt's.
+    source.addEventListener("reset", function () {
+      text = "";
+      scheduleDraw();
     });
     source.addEventListener("delta", function (event) {
       text += JSON.parse(event.data).text;

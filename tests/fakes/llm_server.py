@@ -27,6 +27,14 @@ these optional keys:
                       client goes away, or after ``HANG_TIMEOUT`` (300 s)
     ``latency``       seconds to wait before answering (replaces the global latency)
     ``disconnect``    ``True``: close the connection without answering
+    ``keepalive``     seconds of SSE comment lines only (``: keepalive``, as some
+                      OpenAI-compatible proxies send while a model is busy), one every
+                      ``keepalive_interval`` (default 0.25) seconds, before the answer's text
+                      or after its first ``keepalive_after`` pieces (default 0); the rest of the
+                      answer follows (streamed answers only)
+    ``error_after``   stream this many pieces of the answer, then an error event
+                      (``data: {"error": {"type": "server_error", ...}}``, a 5xx mid-stream:
+                      the status line already said 200) and end the stream
 
 ``stream_interval`` (configure) is the seconds between the chunks of a streamed answer
 (``stream: true``): the answer goes out word by word over time, as a real model writes it;
@@ -79,6 +87,10 @@ _ITEM_KEYS: Final = frozenset(
         "latency",
         "disconnect",
         "message",
+        "keepalive",
+        "keepalive_interval",
+        "keepalive_after",
+        "error_after",
     }
 )
 _CONFIG_KEYS: Final = frozenset(
@@ -148,6 +160,12 @@ def _validate_item(item: object) -> dict[str, Any]:
             raise ValueError(f"{flag} must be a bool, got {out[flag]!r}")
     if "latency" in out:
         out["latency"] = _check_seconds("latency", out["latency"])
+    for name in ("keepalive", "keepalive_interval"):
+        if name in out:
+            out[name] = _check_seconds(name, out[name])
+    for name in ("keepalive_after", "error_after"):
+        if name in out:
+            out[name] = _check_tokens(name, out[name])
     if "message" in out and not isinstance(out["message"], str):
         raise ValueError(f"message must be a string, got {out['message']!r}")
     return out
@@ -445,15 +463,16 @@ class _Handler(BaseHTTPRequestHandler):
             include_usage = isinstance(stream_options, dict) and bool(
                 stream_options.get("include_usage")
             )
+            paced = plan.stream_interval > 0 or "keepalive" in item or "error_after" in item
             events = self._stream_events(
                 completion_id,
                 created,
                 model,
                 answer,
                 usage if include_usage else None,
-                chunked=plan.stream_interval > 0,
+                chunked=paced,
             )
-            if plan.stream_interval <= 0:
+            if not paced:
                 self._send(
                     status,
                     b"".join(events),
@@ -461,7 +480,9 @@ class _Handler(BaseHTTPRequestHandler):
                     headers=headers,
                 )
                 return
-            self._send_stream(status, events, plan.stream_interval, headers=headers)
+            self._send_stream(
+                status, self._schedule(events, plan.stream_interval, item), headers=headers
+            )
             return
 
         completion = {
@@ -493,11 +514,35 @@ class _Handler(BaseHTTPRequestHandler):
                 break
         return f"Answer to: {last_user}"
 
+    @staticmethod
+    def _schedule(
+        events: list[bytes], interval: float, item: Mapping[str, Any]
+    ) -> list[tuple[float, bytes]]:
+        """The stream as (seconds to wait before it, event): `interval` apart, with the item's
+        keepalive comments or mid-stream error put in. events[0] is the role chunk, then one
+        event per piece of the answer."""
+        steps = [(0.0 if index == 0 else interval, event) for index, event in enumerate(events)]
+        if "error_after" in item:
+            error = {
+                "message": item.get("message", "The server had an error (scripted by FakeLLM)."),
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+            steps = steps[: 1 + item["error_after"]]
+            steps.append((interval, f"data: {json.dumps({'error': error})}\n\n".encode()))
+        if "keepalive" in item:
+            every = item.get("keepalive_interval", 0.25) or 0.25
+            comments = [(every, b": keepalive\n\n")] * int(item["keepalive"] / every)
+            at = 1 + item.get("keepalive_after", 0)
+            steps[at:at] = comments
+        return steps
+
     def _send_stream(
-        self, status: int, events: list[bytes], interval: float, *, headers: Mapping[str, str]
+        self, status: int, steps: list[tuple[float, bytes]], *, headers: Mapping[str, str]
     ) -> None:
-        """Send a streamed answer chunk by chunk, `interval` seconds apart (chunked encoding);
-        stop as soon as the client goes away."""
+        """Send a streamed answer event by event, each after its wait (chunked encoding); stop
+        as soon as the client goes away."""
         lines = [
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
             f"Server: {self.server_version}",
@@ -509,8 +554,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            for index, event in enumerate(events):
-                if index and not self._wait(interval):
+            for wait, event in steps:
+                if wait > 0 and not self._wait(wait):
                     self.server.fake._cut_stream()
                     return
                 self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import redis
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from questions.answer_stream import stash_put
+from questions.answer_stream import LiveAnswer, reset_breakers, stash_get, stash_put
 from questions.answering import question_answer
+from questions.live.streams import stream_key
 from questions.llm.client import Completion
 from questions.models import Question
 from questions.sqs.exceptions import DeadLetter, RetryLater
@@ -92,3 +94,37 @@ def test_a_job_claimed_again_with_a_stashed_answer_is_finished_from_it_without_a
     row = reloaded(question)
     assert (row.answer, row.attempts, row.completion_tokens) == ("Already paid for.", 2, 3)
     assert fake_llm.calls == 0
+
+
+def test_a_lone_surrogate_in_a_streamed_answer_is_stored_cleaned_after_one_call(user, fake_llm):
+    # The provider's JSON escapes a lone surrogate ("\ud800"): it decodes to a str that cannot
+    # be encoded as UTF-8, so PostgreSQL (and Redis) refuse it with a UnicodeEncodeError.
+    fake_llm.configure(answer="Half \ud800 half", stream_interval=0.05)
+    question = QuestionFactory(owner=user)
+
+    assert answer(job_id=str(question.pk), max_attempts=3) == "succeeded"
+
+    row = reloaded(question)
+    assert (row.status, row.answer, row.attempts) == ("succeeded", "Half \ufffd half", 1)
+    assert fake_llm.calls == 1
+
+
+def test_a_failing_live_stream_does_not_stop_paid_answers_from_being_stashed(user, settings):
+    question = QuestionFactory(owner=user)
+    # The job's stream key holds a string: Redis refuses every XADD to it (WRONGTYPE), so the
+    # live stream's breaker opens, as in a Redis outage that only the live view sees.
+    redis.Redis.from_url(settings.CACHES["default"]["LOCATION"]).set(
+        stream_key(question.pk), "not a stream"
+    )
+    paid = Completion(text="Paid for.", model="gpt-4o-mini", prompt_tokens=5, completion_tokens=2)
+
+    async def run() -> Completion | None:
+        live = LiveAnswer(question.pk)
+        await live.start(1)  # fails: the live stream's breaker is open now
+        await stash_put(question.pk, 1, paid)
+        return await stash_get(question.pk)
+
+    try:
+        assert async_to_sync(run)() == paid
+    finally:
+        reset_breakers()

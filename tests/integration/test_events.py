@@ -20,6 +20,7 @@ from django.utils import timezone
 from questions.accounts import api_token_create
 from questions.live.streams import stream_append_sync, stream_key
 from questions.models import Question
+from questions.services import question_create
 from tests.factories import QuestionFactory
 from tests.fakes.sse import Event, iter_events, open_stream, read_events
 from tests.support import api_ask, child_env, free_port, serving
@@ -256,3 +257,68 @@ def test_the_events_process_takes_the_pages_session_cookie(asgi_server, client, 
     assert events[-1].json()["answer"] == "Yes."
     # Without the cookie: 401, as JSON.
     assert open_stream(f"{asgi_server}/api/questions/{job.pk}/events").status == 401
+
+
+def _watched_text(events: list[Event]) -> str:
+    """The answer as a watcher that follows the protocol draws it: `reset` drops the text."""
+    text = ""
+    for event in events:
+        if event.event == "reset":
+            text = ""
+        elif event.event == "delta":
+            text += event.json()["text"]
+    return text
+
+
+def test_a_retry_resets_what_watchers_saw_of_the_failed_attempt(
+    live_server, user, queues, fake_llm, worker_process
+):
+    answer = "one two three four five six"
+    fake_llm.configure(answer=answer, stream_interval=0.1)
+    fake_llm.enqueue({"error_after": 3})  # attempt 1: three words, then a 5xx mid-stream
+    job, _ = question_create(owner=user, text="Twice?")
+    response = open_stream(f"{live_server.url}/api/questions/{job.pk}/events", _auth(user))
+    worker_process("--visibility-timeout=5", "--requeue-interval=0")
+
+    events = _events(read_events(response))
+    assert events[-1].event == "done", [(e.event, e.data) for e in events]
+    assert events[-1].json()["answer"] == answer
+    assert fake_llm.calls == 2
+    # The watcher saw attempt 1's three words, then a reset, then attempt 2's answer only.
+    deltas = "".join(e.json()["text"] for e in events if e.event == "delta")
+    assert deltas == "one two three" + answer
+    assert [e.json() for e in events if e.event == "reset"] == [{"attempt": 1}, {"attempt": 2}]
+    assert _watched_text(events) == answer
+
+
+def test_a_watcher_keeps_receiving_after_an_end_that_is_not_final(live_server, user):
+    job = QuestionFactory(owner=user, status="running", attempts=1, started_at=timezone.now())
+    # An attempt that lost its claim, as workers before this fix wrote it: `end` with "lost".
+    stream_append_sync(job.pk, [("status", "running"), ("delta", "old "), ("end", "lost")])
+    response = open_stream(f"{live_server.url}/api/questions/{job.pk}/events", _auth(user))
+    seen: list[Event] = []
+    for item in iter_events(response):
+        if isinstance(item, Event):
+            seen.append(item)
+        if len(seen) == 3:  # the row's status, the stream's status and "old "
+            break
+
+    def next_attempt() -> None:
+        stream_append_sync(job.pk, [("reset", "2"), ("status", "running"), ("delta", "new")])
+        time.sleep(0.5)  # the model writing, not synchronisation
+        _finish(job, "new")
+
+    _in_background(next_attempt)
+    started = time.monotonic()
+    events = [*seen, *_events(read_events(response))]
+    assert time.monotonic() - started < 5  # not left to the keepalive's look at the row
+    assert [e.event for e in events] == [
+        "status",
+        "status",
+        "delta",
+        "reset",
+        "status",
+        "delta",
+        "done",
+    ]
+    assert _watched_text(events) == "new" == events[-1].json()["answer"]

@@ -52,6 +52,13 @@ def test_a_malformed_setting_is_reported_by_name():
     assert "OPENAI_TIMEOUT must be a number" in result.stderr
 
 
+def test_the_call_deadline_may_not_be_shorter_than_openai_timeout():
+    env = {**PRODUCTION_ENV, "OPENAI_TIMEOUT": "60", "OPENAI_CALL_DEADLINE": "30"}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "OPENAI_CALL_DEADLINE must be at least OPENAI_TIMEOUT" in result.stderr
+
+
 @pytest.mark.parametrize(
     "key",
     [

@@ -56,7 +56,7 @@ def test_the_answer_streams_into_redis_while_the_llm_writes_it(
     assert worker.wait(timeout=30) == 0, worker.output
 
     items = entries(question)
-    assert items[0] == ("status", "running")
+    assert items[:2] == [("reset", "1"), ("status", "running")]
     assert items[-1] == ("end", "succeeded")
     assert text_of(items) == ANSWER
     assert 2 <= sum(kind == "delta" for kind, _ in items) < len(WORDS) + 1
