@@ -126,7 +126,7 @@ class Command(BaseCommand):
             burst=options["burst"],
             shutdown_timeout=options["shutdown_timeout"],
             chores=[
-                requeue_chore(options["requeue_interval"]),
+                requeue_chore(options["requeue_interval"], options["queue"]),
                 queue_depth_chore(options["queue"]),
             ],
         )
