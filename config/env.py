@@ -15,8 +15,12 @@ import json
 import os
 from decimal import Decimal, InvalidOperation
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from dj_database_url import DBConfig
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -184,3 +188,26 @@ def parse_rate_limits(raw: object, *, name: str) -> dict[str, dict[str, int]]:
                 )
         limits[str(model)] = dict(entry)
     return limits
+
+
+def postgres_timeouts(
+    database: DBConfig, *, connect_timeout: int, statement_timeout: int
+) -> DBConfig:
+    """`database` (a DATABASES entry) with libpq's connect timeout, TCP keepalives and a
+    statement timeout (seconds; 0: none) added to its OPTIONS; anything else unchanged. The
+    statement timeout goes in libpq's `options` after any the URL already gives."""
+    if not str(database.get("ENGINE", "")).endswith("postgresql"):
+        return database
+    options: dict[str, Any] = dict(database.get("OPTIONS") or {})
+    options.setdefault("connect_timeout", connect_timeout)
+    # A peer that vanished (a failover, a cut network) is noticed in about a minute, not hours.
+    options.setdefault("keepalives", 1)
+    options.setdefault("keepalives_idle", 30)
+    options.setdefault("keepalives_interval", 10)
+    options.setdefault("keepalives_count", 3)
+    if statement_timeout:
+        given = str(options.get("options", "")).strip()
+        options["options"] = f"{given} -c statement_timeout={statement_timeout * 1000}".strip()
+    result = database.copy()
+    result["OPTIONS"] = options
+    return result

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from django.conf import settings
 from django.contrib.postgres.functions import TransactionNow
@@ -123,7 +123,8 @@ def question_create(
                 text=text,
                 # Set before the send, cleared if it fails (question_enqueue): the usual path
                 # then costs no UPDATE. A process that dies between commit and send leaves it
-                # set; requeue_jobs resends such a job once it is QUESTIONS_REQUEUE_AFTER old.
+                # set; requeue_jobs resends such a job once the queue is empty and it is
+                # QUESTIONS_REQUEUE_AFTER old, or past the queue's retention (questions_requeue).
                 enqueued_at=timezone.now(),
                 idempotency_key=idempotency_key,
                 trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
@@ -522,6 +523,13 @@ def question_retry(*, question: Question) -> bool:
     return True
 
 
+# One requeue sweep at a time across every worker process and requeue_jobs (the key of a
+# transaction-level advisory lock; any constant no other code uses).
+REQUEUE_LOCK_KEY = 0x7175_6575_6500
+# A job is sent right after its commit; one still unsent after this was not accepted by SQS.
+UNSENT_GRACE_SECONDS = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class RequeueReport:
     unsent: int = 0
@@ -529,6 +537,7 @@ class RequeueReport:
     expired_claims: int = 0
     failed: int = 0
     not_sent: int = 0
+    skipped: bool = False  # another sweep held the lock; this one did nothing
 
     @property
     def total(self) -> int:
@@ -537,38 +546,64 @@ class RequeueReport:
 
 def questions_requeue(
     *,
-    unsent_before: datetime,
-    sent_before: datetime,
+    lost_after: float,
+    retention_seconds: float,
+    queue_drained: bool = False,
+    unsent_grace: float = UNSENT_GRACE_SECONDS,
     include_failed: bool = False,
     limit: int = 1000,
 ) -> RequeueReport:
-    """Put jobs that no worker will otherwise see back on the queue.
+    """Send again the jobs whose message is provably not on the queue; never one merely waiting
+    in a backlog, however old. Every cut-off is on the database's clock (`Now()`), as leases are.
 
-    - queued jobs never sent (SQS was down when they were asked) and created before `unsent_before`;
-    - queued jobs sent before `sent_before` and never picked up (their message was lost or
-      dead-lettered);
-    - running jobs whose worker's claim expired before `sent_before` (the worker died);
+    - unsent: queued and never accepted by SQS (no `enqueued_at`), asked over `unsent_grace` ago;
+    - stale: queued and sent, but its message cannot be on the queue any more: sent longer ago
+      than the queue keeps a message (`retention_seconds`), or sent over `lost_after` ago while
+      the queue holds no message at all (`queue_drained`: a web process that died between its
+      commit and its send; a message dead-lettered);
+    - expired_claims: running, its lease lapsed over `lost_after` ago: a worker that died leaves
+      its message to come back and be claimed once the lease lapses; one still unclaimed that
+      long after has no message left (dead-lettered) or no worker. Sent once: it is queued again;
     - with `include_failed`, failed jobs, for a fresh round of attempts.
+
+    Each resent job gets a fresh `enqueued_at`, so it matches none of these again until its
+    message is lost again: a sweep never grows the queue. One sweep at a time (an advisory lock);
+    a sweep that finds the lock taken does nothing and says so (`skipped`).
     """
-    counts = {"unsent": 0, "stale": 0, "expired_claims": 0, "failed": 0, "not_sent": 0}
+
+    def ago(seconds: float) -> Any:
+        return Now() - timedelta(seconds=seconds)
+
+    stale = Q(status=Status.QUEUED, enqueued_at__lt=ago(retention_seconds))
+    if queue_drained:
+        stale |= Q(status=Status.QUEUED, enqueued_at__lt=ago(lost_after))
     categories: list[tuple[str, Q]] = [
-        ("unsent", Q(status=Status.QUEUED, enqueued_at__isnull=True, created_at__lt=unsent_before)),
-        ("stale", Q(status=Status.QUEUED, enqueued_at__lt=sent_before)),
-        ("expired_claims", Q(status=Status.RUNNING, claim_expires_at__lt=sent_before)),
+        (
+            "unsent",
+            Q(status=Status.QUEUED, enqueued_at__isnull=True, created_at__lt=ago(unsent_grace)),
+        ),
+        ("stale", stale),
+        ("expired_claims", Q(status=Status.RUNNING, claim_expires_at__lt=ago(lost_after))),
     ]
-    for reason, condition in categories:
-        # Locked, then marked in one UPDATE: a worker claiming one of them meanwhile waits, and
-        # rows another sweep holds are skipped rather than sent twice.
-        with transaction.atomic():
+    picked: dict[str, list[uuid.UUID]] = {}
+    with transaction.atomic():
+        if not _requeue_lock():
+            return RequeueReport(skipped=True)
+        for reason, condition in categories:
+            # Locked, then marked sent in one UPDATE: a worker claiming one meanwhile waits.
             ids = list(
                 Question.objects.select_for_update(skip_locked=True)
                 .filter(condition)
+                .exclude(pk__in=[pk for taken in picked.values() for pk in taken])
                 .order_by("created_at")
                 .values_list("pk", flat=True)[:limit]
             )
             Question.objects.filter(pk__in=ids).update(
-                status=Status.QUEUED, claim_expires_at=None, enqueued_at=timezone.now()
+                status=Status.QUEUED, claim_expires_at=None, enqueued_at=Now()
             )
+            picked[reason] = ids
+    counts = {"unsent": 0, "stale": 0, "expired_claims": 0, "failed": 0, "not_sent": 0}
+    for reason, ids in picked.items():
         counts[reason] += len(ids)
         metrics.JOBS_REQUEUED.labels(reason=reason).inc(len(ids))
         counts["not_sent"] += len(questions_enqueue(question_ids=ids))
@@ -581,4 +616,21 @@ def questions_requeue(
             if retried:
                 counts["failed"] += 1
                 metrics.JOBS_REQUEUED.labels(reason="failed").inc()
-    return RequeueReport(**counts)
+    return RequeueReport(
+        unsent=counts["unsent"],
+        stale=counts["stale"],
+        expired_claims=counts["expired_claims"],
+        failed=counts["failed"],
+        not_sent=counts["not_sent"],
+    )
+
+
+def _requeue_lock() -> bool:
+    """This transaction's hold on the sweep, if no other sweep has it (PostgreSQL; elsewhere,
+    SQLite for `make run`, there is one process and no lock is needed)."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [REQUEUE_LOCK_KEY])
+        row = cursor.fetchone()
+    return bool(row and row[0])

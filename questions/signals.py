@@ -1,11 +1,12 @@
 """Keep the token cache honest however a token disappears (revoked on the page or in the admin,
-or with its user)."""
+or with its user); let migrations run past the statement timeout."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models.signals import post_delete
+from django.db import connections
+from django.db.models.signals import post_delete, pre_migrate
 from django.dispatch import receiver
 
 from questions.cache import token_cache_delete
@@ -15,3 +16,13 @@ from questions.models import ApiToken
 @receiver(post_delete, sender=ApiToken)
 def forget_deleted_token(sender: type[ApiToken], instance: ApiToken, **kwargs: Any) -> None:
     token_cache_delete(instance.digest)
+
+
+@receiver(pre_migrate, dispatch_uid="questions.migrate_without_statement_timeout")
+def migrate_without_statement_timeout(sender: object, using: str, **kwargs: Any) -> None:
+    """A migration may rewrite a large table: DATABASE_STATEMENT_TIMEOUT bounds requests and
+    jobs, not `migrate`'s own connection."""
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 0")

@@ -235,11 +235,14 @@ def worker_process(queues: Queues, artifacts: Path) -> Iterator[Callable[..., Wo
     """Start `run_sqs_worker` as a real subprocess sharing this test's DB, Redis, queues, LLM."""
     started: list[WorkerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(
+        *args: str, env: dict[str, str] | None = None, new_session: bool = False
+    ) -> WorkerProcess:
         process = WorkerProcess(
             ["--processes=1", "--wait-time=1", *args],
             env=child_env(**(env or {})),
             log_path=artifacts / f"worker-{len(started)}.log",
+            new_session=new_session,
         )
         started.append(process)
         return process

@@ -152,15 +152,21 @@ def assert_json_error(response: Any, status: int, code: str | None = None) -> di
 class WorkerProcess:
     """`manage.py run_sqs_worker` as a real subprocess, its output kept in a file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log_path: Path, *, new_session: bool = False
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("w")
+        # In a session (and process group) of its own, a signal to the group reaches the
+        # supervisor and its children, as systemd's control-group kill or Ctrl-C do.
+        self.new_session = new_session
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "run_sqs_worker", *args],
             cwd=ROOT,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
 
     @property
@@ -171,10 +177,18 @@ class WorkerProcess:
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
+    def signal_group(self, signum: int) -> None:
+        """The signal to every process of its group (`kill -- -PGID`); needs `new_session`."""
+        assert self.new_session, "start it with new_session=True to signal its group"
+        os.killpg(self.process.pid, signum)
+
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
 
     def kill(self) -> None:
+        if self.new_session:
+            with contextlib.suppress(ProcessLookupError):  # its children too, if any are left
+                os.killpg(self.process.pid, signal.SIGKILL)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)

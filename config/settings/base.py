@@ -23,6 +23,7 @@ from config.env import (
     parse_price_table,
     parse_rate,
     parse_rate_limits,
+    postgres_timeouts,
     require_min,
 )
 from config.logging import logging_config
@@ -92,6 +93,19 @@ DATABASES = {
         conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", default=False),
     )
 }
+# --- Database timeouts (README "Configuration"): a PostgreSQL that does not answer fails a
+# connection within DATABASE_CONNECT_TIMEOUT seconds instead of hanging a request or a worker
+# thread; no query of a request or a job runs past DATABASE_STATEMENT_TIMEOUT (0: none).
+# `migrate` lifts the statement timeout for its own connection (questions/signals.py).
+DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", default=5)
+DATABASE_STATEMENT_TIMEOUT = env_int("DATABASE_STATEMENT_TIMEOUT", default=60)
+require_min("DATABASE_CONNECT_TIMEOUT", DATABASE_CONNECT_TIMEOUT, 2)  # libpq's own minimum
+require_min("DATABASE_STATEMENT_TIMEOUT", DATABASE_STATEMENT_TIMEOUT, 0)
+DATABASES["default"] = postgres_timeouts(
+    DATABASES["default"],
+    connect_timeout=DATABASE_CONNECT_TIMEOUT,
+    statement_timeout=DATABASE_STATEMENT_TIMEOUT,
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache: Redis through django-redis. Short socket timeouts: when Redis is down the service
@@ -195,7 +209,8 @@ QUESTIONS_MAX_LENGTH = env_int("QUESTIONS_MAX_LENGTH", default=4000)
 QUESTIONS_CACHE_TTL = env_int("QUESTIONS_CACHE_TTL", default=3600)
 # How long an API token's user is cached; a deactivated user keeps API access this long at most.
 TOKEN_CACHE_TTL = env_int("TOKEN_CACHE_TTL", default=60)
-# A queued job not picked up within this many seconds is sent to SQS again by requeue_jobs.
+# A sent job on an empty queue, or a lapsed lease, counts as lost after this many seconds
+# (questions_requeue: the sweep resends only what is provably unsent or lost).
 QUESTIONS_REQUEUE_AFTER = env_int("QUESTIONS_REQUEUE_AFTER", default=300)
 # How long a worker's claim on a job lasts beyond the LLM timeout before another may take it.
 QUESTIONS_CLAIM_MARGIN = env_int("QUESTIONS_CLAIM_MARGIN", default=30)
@@ -223,6 +238,11 @@ QUESTIONS_STREAM_REDIS_TIMEOUT = env_float("QUESTIONS_STREAM_REDIS_TIMEOUT", def
 QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS = env_int(
     "QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS", default=50
 )
+# --- The worker's asyncio Redis clients (answer streams, the provider rate limiter): a Redis that
+# accepts the connection but never answers fails a call after this many seconds. Longer than any
+# XREAD BLOCK those clients make (the events hub blocks 0.25 s).
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", default=5.0)
+require_min("REDIS_SOCKET_TIMEOUT", REDIS_SOCKET_TIMEOUT, 1.0)
 # --- Spend and limits (README "Spend and limits"). Checked in questions.limits when a question
 # is asked, for the API and the page alike; the worker prices each call with questions.pricing
 # and passes questions.llm.ratelimit before it calls the provider.

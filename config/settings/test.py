@@ -6,16 +6,20 @@ import os
 
 import dj_database_url
 
-from config.env import env_int, env_str
+from config.env import env_int, env_str, postgres_timeouts
 
 from .base import *  # noqa: F403
-from .base import CACHES
+from .base import CACHES, DATABASE_CONNECT_TIMEOUT, DATABASE_STATEMENT_TIMEOUT
 
 SECRET_KEY = "test-secret-key-not-for-production"  # noqa: S105
 DEBUG = False
 DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/questions")
+    "default": postgres_timeouts(
+        dj_database_url.parse(
+            env_str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/questions")
+        ),
+        connect_timeout=DATABASE_CONNECT_TIMEOUT,
+        statement_timeout=DATABASE_STATEMENT_TIMEOUT,
     )
 }
 # One test database per test run, so two runs on one machine (a developer's and CI's) never

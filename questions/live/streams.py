@@ -62,7 +62,8 @@ def async_redis() -> redis.asyncio.Redis:
             # django-stubs allows a list of servers; this project configures one URL.
             cast(str, settings.CACHES["default"]["LOCATION"]),
             socket_connect_timeout=settings.QUESTIONS_STREAM_REDIS_TIMEOUT,
-            socket_timeout=None,  # XREAD BLOCK waits longer than any fixed timeout
+            # A Redis that never answers fails the call; every XREAD BLOCK here is shorter.
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
             max_connections=settings.QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS,
             decode_responses=True,
         )

@@ -44,11 +44,10 @@ RECOVERY_STEP = 0.1
 MIN_FACTOR = 0.1
 # With Redis down, try it again after this long (each try may cost a connect timeout).
 _REDIS_RETRY_SECONDS = 5.0
-# A connect that takes this long means Redis is down. A reply may take longer on a busy host:
-# taking a slow reply for an outage would drop to the per-process limit, which knows nothing
-# of the shared pause and spacing, and let a burst through.
+# A connect that takes this long means Redis is down. A reply may take longer on a busy host
+# (REDIS_SOCKET_TIMEOUT): taking a slow reply for an outage would drop to the per-process limit,
+# which knows nothing of the shared pause and spacing, and let a burst through.
 _REDIS_CONNECT_TIMEOUT_SECONDS = 0.5
-_REDIS_REPLY_TIMEOUT_SECONDS = 5.0
 # Waiters told the same wait would all ask again at the same instant (one of them wins): spread
 # them over a few milliseconds so that a slot does not cost a burst of Redis calls.
 _WAKE_SPREAD_SECONDS = 0.05
@@ -226,7 +225,7 @@ class RateLimiter:
                 # django-stubs allows a list of servers; this project configures one URL.
                 cast(str, settings.CACHES["default"]["LOCATION"]),
                 socket_connect_timeout=_REDIS_CONNECT_TIMEOUT_SECONDS,
-                socket_timeout=_REDIS_REPLY_TIMEOUT_SECONDS,
+                socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
             )
             self._clients[loop] = client
         return client

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from questions.sqs.client import get_queue_url, get_sqs_client
 
 if TYPE_CHECKING:
@@ -17,6 +19,10 @@ _DEPTH_ATTRIBUTES: dict[str, QueueAttributeNameType] = {
     "in_flight": "ApproximateNumberOfMessagesNotVisible",
     "delayed": "ApproximateNumberOfMessagesDelayed",
 }
+
+
+# How long SQS keeps a message (the queue's MessageRetentionPeriod, as queues_create sets it).
+MESSAGE_RETENTION_SECONDS = 4 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +45,7 @@ def queues_create(
     ]["QueueArn"]
     attributes: dict[QueueAttributeNameType, str] = {
         "VisibilityTimeout": str(visibility_timeout),
-        "MessageRetentionPeriod": str(4 * 24 * 3600),
+        "MessageRetentionPeriod": str(MESSAGE_RETENTION_SECONDS),
         "RedrivePolicy": json.dumps(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
         ),
@@ -60,6 +66,32 @@ def queue_depth(queue_url: str) -> dict[str, int]:
         QueueUrl=queue_url, AttributeNames=list(_DEPTH_ATTRIBUTES.values())
     )["Attributes"]
     return {name: int(attributes.get(attr, 0)) for name, attr in _DEPTH_ATTRIBUTES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFacts:
+    """What the requeue sweep needs to know of the queue: whether it holds no message at all
+    (visible, in flight or delayed) and how long it keeps one."""
+
+    drained: bool
+    retention_seconds: int
+
+
+def queue_facts(queue_name: str) -> QueueFacts:
+    """The queue's facts, or the safe assumptions (not drained, the default retention) when
+    SQS cannot be asked."""
+    try:
+        url = get_queue_url(queue_name)
+        attributes = get_sqs_client().get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[*_DEPTH_ATTRIBUTES.values(), "MessageRetentionPeriod"],
+        )["Attributes"]
+    except (BotoCoreError, ClientError):
+        return QueueFacts(drained=False, retention_seconds=MESSAGE_RETENTION_SECONDS)
+    return QueueFacts(
+        drained=not any(int(attributes.get(a, 0)) for a in _DEPTH_ATTRIBUTES.values()),
+        retention_seconds=int(attributes.get("MessageRetentionPeriod", MESSAGE_RETENTION_SECONDS)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,11 @@ on the network at once without a thread each; the blocking SQS calls go to a sma
   more than `concurrency` messages invisible.
 - A heartbeat extends every running message before its visibility lapses.
 - Messages are deleted after their handler returned, in batches of up to 10 (short linger).
-- Stop (first SIGTERM/SIGINT, or `stop()`): stop receiving, give back what arrived after it, let
-  running jobs finish within the grace period. Jobs still running then have their messages given
-  back and `run()` returns False; they go on running on the loop's thread, unsettled.
+- Stop (`stop()`, from the worker's SIGTERM/SIGINT; calling it again changes nothing): stop
+  receiving, give back what arrived after it (a long poll in flight at the stop is waited for and
+  its messages given back, never carried away), let running jobs finish within the grace period,
+  counted from the first stop. Jobs still running then have their messages given back and `run()`
+  returns False; they go on running on the loop's thread, unsettled.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class Runner(Upkeep):
         self.processed = 0
         self.unfinished = 0
         self._stopping = False
+        self._stopped_at: float | None = None  # monotonic time of the first stop()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sqs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqs")
         self._in_flight = 0
@@ -77,6 +80,8 @@ class Runner(Upkeep):
     # --- from any thread ----------------------------------------------------------------
 
     def stop(self) -> None:
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self._stopping = True
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -234,7 +239,8 @@ class Runner(Upkeep):
                 self._release(1)
 
     async def _wind_down(self, heartbeat: asyncio.Task[None], acker: asyncio.Task[None]) -> None:
-        deadline = time.monotonic() + self.shutdown_timeout
+        # The grace period runs from the stop, not from the end of a long poll in flight then.
+        deadline = (self._stopped_at or time.monotonic()) + self.shutdown_timeout
         if self._jobs:
             logger.info(f"Finishing {len(self._jobs)} jobs in flight...")
         while self._jobs and time.monotonic() < deadline:

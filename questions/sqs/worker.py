@@ -2,9 +2,18 @@
 message names) and a runner (slots, heartbeat, acknowledgements, grace period) put together,
 plus signals and the chores the command passes in.
 
-First SIGTERM/SIGINT: stop receiving and the chores, let running jobs finish within the grace
-period, exit 0 (1 when jobs were cut off; their messages were given back). A second signal exits
-at once; what it cuts off is redelivered.
+Signals (Celery's warm shutdown; README "Stopping and deploying"):
+
+- SIGTERM, however many times and from wherever (the kernel to the process group, the
+  supervisor's forwarded copy, systemd's control-group kill), is one graceful stop: stop receiving
+  and the chores, give back what arrives after it (a long poll in flight included), let running
+  jobs finish within the grace period, exit 0 (1 when jobs were cut off; their messages were
+  given back).
+- SIGINT (Ctrl-C) once is that same graceful stop; a second SIGINT forces. SIGTERM never counts
+  towards it, so Ctrl-C in a terminal (SIGINT from the tty plus the supervisor's SIGTERM) is still
+  one graceful stop.
+- SIGQUIT forces at once. A forced stop exits 1 without waiting; what it cuts off is redelivered
+  (the message after its visibility timeout, the job once its lease lapses).
 """
 
 from __future__ import annotations
@@ -26,7 +35,14 @@ from questions.sqs.consumer import Consumer
 from questions.sqs.executor import TaskExecutor, WorkerTaskContext
 from questions.sqs.runner import Runner
 
-__all__ = ["Chore", "Worker", "WorkerTaskContext", "flush_and_exit", "restore_signal_handlers"]
+__all__ = [
+    "STOP_SIGNALS",
+    "Chore",
+    "Worker",
+    "WorkerTaskContext",
+    "flush_and_exit",
+    "restore_signal_handlers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +84,8 @@ class Worker:
             alive_file=alive_file,
         )
         self.chores = ChoreThread(chores)
-        self._signals = 0
+        self._stopping = False
+        self._interrupts = 0
 
     @property
     def processed(self) -> int:
@@ -96,22 +113,35 @@ class Worker:
             self.chores.stop()
 
     def install_signal_handlers(self) -> dict[int, Any]:
-        """Route SIGTERM/SIGINT to a graceful stop (main thread only); returns the old handlers."""
+        """Route SIGTERM/SIGINT to a graceful stop and a second SIGINT or SIGQUIT to a forced
+        one (main thread only); returns the old handlers."""
         if threading.current_thread() is not threading.main_thread():
             return {}
-        return {
-            signum: signal.signal(signum, self._on_signal)
-            for signum in (signal.SIGTERM, signal.SIGINT)
-        }
+        return {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
         name = signal.Signals(signum).name
-        if self._signals > 1:
-            logger.info(f"Second {name}: exiting now; unfinished messages will be redelivered.")
+        if signum == signal.SIGINT:
+            self._interrupts += 1
+        if signum == signal.SIGQUIT or self._interrupts > 1:
+            logger.warning(
+                f"{name}: forced stop, exiting now; what was cut off will be redelivered."
+            )
             flush_and_exit(1)
-        logger.info(f"{name} received: finishing jobs in flight, then exiting (again to force).")
+        if self._stopping:  # one graceful stop, however many SIGTERMs (Celery's warm shutdown)
+            logger.info(
+                f"{name} again: already stopping gracefully (Ctrl-C twice or SIGQUIT forces)."
+            )
+            return
+        self._stopping = True
+        logger.info(
+            f"{name} received: finishing jobs in flight, then exiting "
+            "(Ctrl-C again or SIGQUIT to force)."
+        )
         self.stop()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 def flush_and_exit(code: int) -> None:

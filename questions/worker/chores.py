@@ -8,29 +8,31 @@ database threads, and stop with the first SIGTERM.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from django.conf import settings
-from django.utils import timezone
 
 from questions import metrics
 from questions.selectors import question_oldest_queued_age
 from questions.services import questions_requeue
 from questions.sqs.chores import Chore
 from questions.sqs.client import get_queue_url
-from questions.sqs.queues import queue_depth
+from questions.sqs.queues import queue_depth, queue_facts
 from questions.worker.dbpool import run_db_sync
 
 logger = logging.getLogger("questions.sqs.worker")
 
 
-def requeue_chore(interval: float) -> Chore:
+def requeue_chore(interval: float, queue_name: str) -> Chore:
+    """The sweep of questions_requeue: what the queue says of itself first (drained, retention),
+    then the jobs on the database's clock; one process at a time sweeps."""
+
     def sweep() -> None:
-        now = timezone.now()
+        facts = queue_facts(queue_name)
         report = run_db_sync(
             questions_requeue,
-            unsent_before=now - timedelta(seconds=10),
-            sent_before=now - timedelta(seconds=settings.QUESTIONS_REQUEUE_AFTER),
+            lost_after=settings.QUESTIONS_REQUEUE_AFTER,
+            retention_seconds=facts.retention_seconds,
+            queue_drained=facts.drained,
         )
         if report.total:
             logger.info(f"Requeued {report.total} stale jobs.")

@@ -1,7 +1,15 @@
 """`run_sqs_worker --processes N`: N worker processes (one event loop and GIL each) under one
-supervisor, which forwards SIGTERM/SIGINT, restarts a child that died, and serves one metrics
+supervisor, which passes stop signals on, restarts a child that died, and serves one metrics
 endpoint for all of them (prometheus_client's multiprocess mode, as config/gunicorn.conf.py does
 for the web).
+
+Signals reach it alone (Kubernetes, Docker, ECS, systemd's KillMode=mixed: PID 1 or the main
+process) or with its children (systemd's default control-group kill, `kill -- -PGID`, Ctrl-C in a
+terminal). Either way:
+
+- SIGTERM (any number) or a first SIGINT: one graceful stop; each child is sent SIGTERM once,
+  which a child never counts as a second signal.
+- A second SIGINT or a SIGQUIT: forced; each child is sent SIGQUIT, which makes it exit at once.
 
 Each child is the same command with `--processes 1` and no metrics port. A child that exits 0
 finished its work (`--burst`) and is not restarted; one that dies (a crash, kill -9) is, after a
@@ -40,11 +48,12 @@ class Supervisor:
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # slot → process
         self._deaths: dict[int, int] = {}
         self._stopping = False
-        self._signals = 0
+        self._forced = False
+        self._interrupts = 0
         self._metrics_dir = tempfile.mkdtemp(prefix="worker-metrics-")
 
     def run(self) -> int:
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        handlers = {s: signal.signal(s, self._on_signal) for s in _STOP_SIGNALS}
         if self.metrics_port is not None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self._metrics_dir)
@@ -61,8 +70,9 @@ class Supervisor:
                         continue
                     del self._children[slot]
                     multiprocess.mark_process_dead(child.pid, self._metrics_dir)
-                    # One still starting when SIGTERM came had no handler yet: it stopped as asked.
-                    codes[slot] = 0 if self._stopping and code == -signal.SIGTERM else code
+                    # One still starting when a stop came had no handler yet: it stopped as asked.
+                    graceful = self._stopping and not self._forced
+                    codes[slot] = 0 if graceful and code in _UNHANDLED_STOP else code
                     if code != 0 and not self._stopping:
                         self._restart(slot, child.pid, code)
         finally:
@@ -70,14 +80,18 @@ class Supervisor:
                 signal.signal(signum, handler)
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
         logger.info("All worker processes stopped.")
-        return 0 if all(code == 0 for code in codes.values()) else 1
+        return 0 if all(code == 0 for code in codes.values()) and not self._forced else 1
 
     def _start(self, slot: int) -> None:
+        if self._stopping:
+            return
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
         child = subprocess.Popen(  # noqa: S603 - our own command
             self.child_argv, env=env, preexec_fn=_die_with_parent
         )
         self._children[slot] = child
+        if self._stopping:  # the signal came while it was being started
+            self._pass_on(signal.SIGQUIT if self._forced else signal.SIGTERM)
         logger.info(f"Started worker process {child.pid} (slot {slot}).")
 
     def _restart(self, slot: int, pid: int, code: int) -> None:
@@ -93,13 +107,37 @@ class Supervisor:
             self._start(slot)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        self._stopping = True
         name = signal.Signals(signum).name
-        logger.info(f"{name} received: passing it on to {len(self._children)} worker processes.")
+        if signum == signal.SIGINT:
+            self._interrupts += 1
+        if signum == signal.SIGQUIT or self._interrupts > 1:
+            if not self._forced:
+                self._forced = self._stopping = True
+                logger.warning(f"{name}: forcing {len(self._children)} worker processes to exit.")
+            self._pass_on(signal.SIGQUIT)
+            return
+        if self._stopping:  # one graceful stop, however many SIGTERMs
+            logger.info(
+                f"{name} again: already stopping gracefully (Ctrl-C twice or SIGQUIT forces)."
+            )
+            return
+        self._stopping = True
+        logger.info(
+            f"{name} received: stopping {len(self._children)} worker processes gracefully "
+            "(Ctrl-C again or SIGQUIT to force)."
+        )
+        self._pass_on(signal.SIGTERM)
+
+    def _pass_on(self, signum: int) -> None:
         for child in self._children.values():
             if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signum)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+# How a child that had no handlers yet ends on a graceful stop (the default actions).
+_UNHANDLED_STOP = (-signal.SIGTERM, -signal.SIGINT)
 
 
 def _die_with_parent() -> None:

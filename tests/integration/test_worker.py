@@ -239,7 +239,7 @@ def test_the_requeue_sweep_sends_in_batches_of_ten(user, queues):
         Question(owner=user, text=f"Never sent {i}?", created_at=old) for i in range(25)
     )
     with sqs_calls("SendMessageBatch") as batches, sqs_calls("SendMessage") as singles:
-        report = questions_requeue(unsent_before=timezone.now(), sent_before=old)
+        report = questions_requeue(lost_after=300, retention_seconds=4 * 24 * 3600)
 
     assert (report.unsent, report.not_sent) == (25, 0)
     assert sorted(len(call["Entries"]) for call in batches) == [5, 10, 10]

@@ -21,7 +21,12 @@ logger = logging.getLogger("questions.worker")
 
 
 class Command(BaseCommand):
-    help = "Consume the SQS queue and answer questions with the LLM."
+    help = (
+        "Consume the SQS queue and answer questions with the LLM. SIGTERM (any number of times, "
+        "to the main process or its whole group) or one Ctrl-C: stop receiving, finish the jobs "
+        "in flight within --shutdown-timeout, give unstarted messages back, exit 0. A second "
+        "Ctrl-C (SIGINT) or SIGQUIT forces an exit at once; what it cuts off is redelivered."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -70,7 +75,9 @@ class Command(BaseCommand):
             "--shutdown-timeout",
             type=non_negative_float,
             default=30.0,
-            help="Seconds to let jobs in flight finish after SIGTERM (default: %(default)s).",
+            help="Seconds to let jobs in flight finish after SIGTERM or a first Ctrl-C; "
+            "jobs still running then are cut off and redelivered. Give systemd, compose or "
+            "Kubernetes a stop timeout longer than this (default: %(default)s).",
         )
         parser.add_argument(
             "--requeue-interval",
@@ -126,7 +133,7 @@ class Command(BaseCommand):
             shutdown_timeout=options["shutdown_timeout"],
             alive_file=options["alive_file"],
             chores=[
-                requeue_chore(options["requeue_interval"]),
+                requeue_chore(options["requeue_interval"], options["queue"]),
                 queue_depth_chore(options["queue"]),
                 oldest_queued_chore(),
             ],
