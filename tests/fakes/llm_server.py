@@ -27,13 +27,25 @@ these optional keys:
                       client goes away, or after ``HANG_TIMEOUT`` (300 s)
     ``latency``       seconds to wait before answering (replaces the global latency)
     ``disconnect``    ``True``: close the connection without answering
+    ``stream_interval`` seconds between the chunks of this streamed answer (replaces the
+                      configured ``stream_interval``)
+    ``keepalive_stall`` seconds of comment-only SSE lines (``: keepalive``, one a second) sent
+                      on a streamed answer before its first chunk, as proxies do while a model
+                      is busy: the connection is alive, no content arrives (the soak's stall)
 
 ``stream_interval`` (configure) is the seconds between the chunks of a streamed answer
 (``stream: true``): the answer goes out word by word over time, as a real model writes it;
 0 (default) sends it in one chunk. A client that goes away mid-stream ends it (counted in
 ``cut_streams``).
 
-Precedence per call: next script item, else ``always``, else the default success.
+Precedence per call: next script item, else ``responder(body)`` (a constructor argument: a
+function that picks an item per call, e.g. at random; ``None`` passes), else ``always``, else the
+default success.
+
+``call_log`` keeps one entry per call: ``received_at``, ``text`` (the last user message),
+``status`` (the HTTP status sent), ``content_at`` (when the first content went out),
+``ended_at`` and ``outcome`` (``answered``, ``error``, or ``cut``: the client went away, or the
+server dropped or stopped first); times are ``time.monotonic()``.
 
 Run in the foreground with ``python -m tests.fakes.llm_server --port 8765 [--latency 0.5]``.
 """
@@ -53,7 +65,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,6 +81,7 @@ MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 
 # How often a waiting handler (latency / hang) checks whether its client went away.
 _DISCONNECT_CHECK_INTERVAL: Final = 0.25
+_KEEPALIVE_INTERVAL: Final = 1.0
 _SERVE_POLL_INTERVAL: Final = 0.05
 
 _ITEM_KEYS: Final = frozenset(
@@ -79,6 +92,8 @@ _ITEM_KEYS: Final = frozenset(
         "latency",
         "disconnect",
         "message",
+        "stream_interval",
+        "keepalive_stall",
     }
 )
 _CONFIG_KEYS: Final = frozenset(
@@ -146,8 +161,9 @@ def _validate_item(item: object) -> dict[str, Any]:
     for flag in ("hang", "disconnect"):
         if flag in out and not isinstance(out[flag], bool):
             raise ValueError(f"{flag} must be a bool, got {out[flag]!r}")
-    if "latency" in out:
-        out["latency"] = _check_seconds("latency", out["latency"])
+    for key in ("latency", "stream_interval", "keepalive_stall"):
+        if key in out:
+            out[key] = _check_seconds(key, out[key])
     if "message" in out and not isinstance(out["message"], str):
         raise ValueError(f"message must be a string, got {out['message']!r}")
     return out
@@ -187,6 +203,7 @@ class _Plan:
     prompt_tokens: int | None
     completion_tokens: int | None
     stream_interval: float = 0.0
+    log: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- server
@@ -382,7 +399,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._respond(body, plan)
         finally:
-            fake._depart()
+            fake._depart(plan.log)
 
     def _drop(self) -> None:
         """End the exchange without writing a response."""
@@ -390,6 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, body: dict[str, Any], plan: _Plan) -> None:
         item = plan.item or {}
+        fake = self.server.fake
         if item.get("hang"):
             self._wait(HANG_TIMEOUT)
             self._drop()
@@ -415,6 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 phrase = f"Error {status}"
             default_message = f"{phrase} (scripted by FakeLLM)."
+            fake._note(plan.log, status=status, outcome="error")
             self._send_error(
                 status,
                 item.get("message", default_message),
@@ -440,6 +459,9 @@ class _Handler(BaseHTTPRequestHandler):
         created = int(time.time())
         model = body["model"]
 
+        fake._note(plan.log, status=status)
+        interval = item.get("stream_interval", plan.stream_interval)
+        stall = item.get("keepalive_stall", 0.0)
         if body.get("stream") is True:
             stream_options = body.get("stream_options")
             include_usage = isinstance(stream_options, dict) and bool(
@@ -451,9 +473,10 @@ class _Handler(BaseHTTPRequestHandler):
                 model,
                 answer,
                 usage if include_usage else None,
-                chunked=plan.stream_interval > 0,
+                chunked=interval > 0,
             )
-            if plan.stream_interval <= 0:
+            if interval <= 0 and stall <= 0:
+                fake._note(plan.log, content_at=time.monotonic(), outcome="answered")
                 self._send(
                     status,
                     b"".join(events),
@@ -461,7 +484,7 @@ class _Handler(BaseHTTPRequestHandler):
                     headers=headers,
                 )
                 return
-            self._send_stream(status, events, plan.stream_interval, headers=headers)
+            self._send_stream(status, events, interval, stall, plan.log, headers=headers)
             return
 
         completion = {
@@ -480,6 +503,7 @@ class _Handler(BaseHTTPRequestHandler):
             ],
             "usage": usage,
         }
+        fake._note(plan.log, content_at=time.monotonic(), outcome="answered")
         self._send_json(status, completion, headers=headers)
 
     @staticmethod
@@ -494,10 +518,18 @@ class _Handler(BaseHTTPRequestHandler):
         return f"Answer to: {last_user}"
 
     def _send_stream(
-        self, status: int, events: list[bytes], interval: float, *, headers: Mapping[str, str]
+        self,
+        status: int,
+        events: list[bytes],
+        interval: float,
+        stall: float,
+        log: dict[str, Any] | None,
+        *,
+        headers: Mapping[str, str],
     ) -> None:
-        """Send a streamed answer chunk by chunk, `interval` seconds apart (chunked encoding);
-        stop as soon as the client goes away."""
+        """Send a streamed answer chunk by chunk, `interval` seconds apart (chunked encoding),
+        after `stall` seconds of keepalive comments; stop as soon as the client goes away."""
+        fake = self.server.fake
         lines = [
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
             f"Server: {self.server_version}",
@@ -509,15 +541,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            stall_ends = time.monotonic() + stall
+            while (left := stall_ends - time.monotonic()) > 0:
+                comment = b": keepalive\n\n"
+                self.wfile.write(f"{len(comment):x}\r\n".encode() + comment + b"\r\n")
+                self.wfile.flush()
+                if not self._wait(min(left, _KEEPALIVE_INTERVAL)):
+                    fake._cut_stream(log)
+                    return
             for index, event in enumerate(events):
                 if index and not self._wait(interval):
-                    self.server.fake._cut_stream()
+                    fake._cut_stream(log)
                     return
                 self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
                 self.wfile.flush()
+                if index == 1:
+                    fake._note(log, content_at=time.monotonic())
             self.wfile.write(b"0\r\n\r\n")
+            fake._note(log, outcome="answered")
         except OSError:
-            self.server.fake._cut_stream()
+            fake._cut_stream(log)
 
     @staticmethod
     def _stream_events(
@@ -601,8 +644,10 @@ class FakeLLM:
         port: int = 0,
         *,
         latency: float = 0.0,
+        responder: Callable[[dict[str, Any]], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self._default_latency = _check_seconds("latency", latency)
+        self._responder = responder
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._stopped = False
@@ -620,6 +665,7 @@ class FakeLLM:
         self._calls = 0
         self._cut_streams = 0
         self._requests: list[dict[str, Any]] = []
+        self._call_log: list[dict[str, Any]] = []
         self._in_flight = 0
         self._max_in_flight = 0
         self._server = _Server((host, port), self)
@@ -781,6 +827,7 @@ class FakeLLM:
             self._calls = 0
             self._cut_streams = 0
             self._requests = []
+            self._call_log = []
             self._max_in_flight = self._in_flight
             self._cond.notify_all()
 
@@ -804,6 +851,12 @@ class FakeLLM:
         (``time.monotonic()``); a malformed body is recorded as ``{"_malformed": True}``."""
         with self._cond:
             return [dict(body) for body in self._requests]
+
+    @property
+    def call_log(self) -> list[dict[str, Any]]:
+        """Copies of the per-call log (see the module docstring)."""
+        with self._cond:
+            return [dict(entry) for entry in self._call_log]
 
     @property
     def in_flight(self) -> int:
@@ -845,11 +898,20 @@ class FakeLLM:
         with self._cond:
             self._calls += 1
             self._requests.append(record)
+            users = [m for m in _messages(record) if m.get("role") == "user"]
+            text = _text_of(users[-1].get("content")) if users else ""
+            log: dict[str, Any] = {"received_at": received_at, "text": text}
+            self._call_log.append(log)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             item = None
             if consume:
-                item = self._script.popleft() if self._script else self._always
+                item = self._script.popleft() if self._script else None
+                if item is None and self._responder is not None:
+                    chosen = self._responder(dict(record))
+                    item = None if chosen is None else _validate_item(chosen)
+                if item is None:
+                    item = self._always
             self._cond.notify_all()
             return _Plan(
                 item=item,
@@ -858,16 +920,28 @@ class FakeLLM:
                 prompt_tokens=self._prompt_tokens,
                 completion_tokens=self._completion_tokens,
                 stream_interval=self._stream_interval,
+                log=log,
             )
 
-    def _cut_stream(self) -> None:
+    def _note(self, log: dict[str, Any] | None, **fields: Any) -> None:
+        """Annotate a call's `call_log` entry (under the lock: `call_log` copies them)."""
+        if log is not None:
+            with self._cond:
+                log.update(fields)
+
+    def _cut_stream(self, log: dict[str, Any] | None = None) -> None:
         with self._cond:
             self._cut_streams += 1
+            if log is not None:
+                log["outcome"] = "cut"
             self._cond.notify_all()
 
-    def _depart(self) -> None:
+    def _depart(self, log: dict[str, Any] | None) -> None:
         with self._cond:
             self._in_flight -= 1
+            if log is not None:
+                log["ended_at"] = time.monotonic()
+                log.setdefault("outcome", "cut")
             self._cond.notify_all()
 
 
