@@ -31,12 +31,12 @@ class Plan:
     # faults: (first, every) in seconds; every 0 = once
     kill9: tuple[float, float] = (20.0, 20.0)
     sigterm_group: tuple[float, float] = (30.0, 60.0)
-    redis_restart: tuple[float, float] = (120.0, 240.0)
-    postgres_restart: tuple[float, float] = (150.0, 300.0)
-    sqs_cut: tuple[float, float] = (200.0, 300.0)
+    redis_restart: tuple[float, float] = (45.0, 240.0)
+    postgres_restart: tuple[float, float] = (75.0, 300.0)
+    sqs_cut: tuple[float, float] = (105.0, 300.0)
     sqs_cut_seconds: float = 30.0
-    events_restart: tuple[float, float] = (100.0, 200.0)
-    provider_pause: tuple[float, float] = (50.0, 300.0)
+    events_restart: tuple[float, float] = (135.0, 200.0)
+    provider_pause: tuple[float, float] = (15.0, 300.0)
     pause_seconds: float = 45.0
     seed: int = 1
     label: str = field(default="")
@@ -68,12 +68,13 @@ class Plan:
 
 
 def full(jobs: int = 10_000) -> Plan:
-    """make soak: ten jobs a second, a fault of each kind again and again."""
+    """make soak: eight questions a second, every kind of fault within the first 200 s and
+    again and again after."""
     return Plan(
         jobs=jobs,
         watchers=500,
-        load_seconds=jobs / 10,
-        drain_seconds=600,
+        load_seconds=jobs / 8,
+        drain_seconds=900,
         label=f"{jobs:,} jobs",
     )
 
