@@ -1,4 +1,4 @@
-"""python -m bench.soak [--short | --jobs N] [--record] [--json PATH] [--keep]
+"""python -m bench.soak [--short | --jobs N] [--record [--note TEXT]] [--json PATH] [--keep]
 
 Exits 0 when every invariant holds, 1 when one fails (the table says which)."""
 
@@ -49,12 +49,12 @@ def summary(report: dict[str, Any]) -> str:
     )
 
 
-def record(report: dict[str, Any]) -> None:
+def record(report: dict[str, Any], note: str = "") -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     plan = report["plan"]
     section = [
         "",
-        f"## Chaos soak ({plan['label']}): {stamp}",
+        f"## Chaos soak ({plan['label']}): {stamp}" + (f", {note}" if note else ""),
         "",
         f"`make soak`: {plan['jobs']:,} questions from {plan['users']} users, "
         f"{plan['supervisors']}×{plan['processes']} worker processes × {plan['concurrency']} "
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--jobs", type=int, default=10_000, help="questions (default 10,000)")
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     parser.add_argument("--json", type=Path, help="write the report here too")
+    parser.add_argument("--note", default="", help="words for the RESULTS.md heading")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and its logs")
     args = parser.parse_args(argv)
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     if args.record:
-        record(report)
+        record(report, args.note)
     print("soak: every invariant holds" if report["ok"] else "soak: an invariant FAILED")
     return 0 if report["ok"] else 1
 

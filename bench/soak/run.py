@@ -298,7 +298,7 @@ def run(plan: Plan, *, keep: bool = False, progress: Any = print) -> dict[str, A
 
 def _drain(plan: Plan, poster: Poster, *, deadline: float, progress: Any) -> float | None:
     """Wait until every accepted job is final (or the deadline); the time it happened."""
-    from django.db import OperationalError, close_old_connections, connection
+    from django.db import DatabaseError, close_old_connections, connection
 
     from questions.models import Question
 
@@ -309,7 +309,7 @@ def _drain(plan: Plan, poster: Poster, *, deadline: float, progress: Any) -> flo
             open_jobs = Question.objects.filter(
                 pk__in=ids, status__in=["queued", "running"]
             ).count()
-        except OperationalError:
+        except DatabaseError:
             connection.close()
             open_jobs = -1
         finally:

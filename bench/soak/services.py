@@ -62,9 +62,11 @@ class Managed:
         self.logdir = logdir
         self.popen: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self._group_swept = False
 
     def start(self) -> Managed:
         self.starts += 1
+        self._group_swept = False
         log = (self.logdir / f"{self.name}.log").open("ab")
         log.write(f"--- start {self.starts} at {time.time():.3f}\n".encode())
         log.flush()
@@ -89,7 +91,7 @@ class Managed:
         return self.popen is not None and self.popen.poll() is None
 
     def signal_group(self, signum: int) -> None:
-        if self.popen is not None:
+        if self.popen is not None and not self._group_swept:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.popen.pid, signum)
 
@@ -104,9 +106,13 @@ class Managed:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.signal_group(signal.SIGKILL)
+                self._group_swept = True
                 self.popen.wait(timeout=10)
                 return None
-        self.signal_group(signal.SIGKILL)  # whatever of the group outlived its leader
+        # Whatever of the group outlived its leader, once, right away: later the id may be
+        # another process's.
+        self.signal_group(signal.SIGKILL)
+        self._group_swept = True
         return self.popen.returncode
 
     def log_text(self) -> str:

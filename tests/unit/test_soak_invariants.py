@@ -92,7 +92,17 @@ def test_a_failed_job_needs_a_reason() -> None:
 
 
 def test_the_ledger_must_match_the_providers_count() -> None:
-    assert _failed(_run(ledger={"rows": 3})) == {"ledger rows = provider's paid calls"}
+    assert _failed(_run(ledger={"rows": 3})) == {"ledger rows = provider's calls"}
+    assert _failed(_run(ledger={"rows": 5})) == {"ledger rows = provider's calls"}
+
+    def cut_by_a_kill(calls: list[dict[str, Any]]) -> None:
+        calls[3].update(outcome="cut", content_at=None, status=None, ended_at=103.6)
+
+    def killed_at_103_5(faults: list[Fault]) -> None:
+        faults.append(Fault(103.5, "kill -9", {"pid": 7}))
+
+    # the worker that made a call died with it: that call may have no row
+    assert _failed(_run(calls=cut_by_a_kill, faults=killed_at_103_5, ledger={"rows": 3})) == set()
     # without a ledger table the jobs' costs stand in, and say so
     assert _failed(_run(ledger=None)) == set()
     assert "ledger = provider's paid calls" in _failed(
