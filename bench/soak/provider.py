@@ -76,7 +76,7 @@ class Provider:
                 return {"status": status, "latency": self._random.uniform(0.05, 1.0)}
             if roll < self.mix.error_rate + self.mix.stall_rate:
                 self.kinds["keepalive stall"] += 1
-                return {"keepalive_stall": self.mix.stall_seconds, "latency": 0.2}
+                return {"keepalive": self.mix.stall_seconds, "keepalive_interval": 1.0}
             band = self._random.random()
             if band < 0.80:
                 self.kinds["0.2-1.5 s"] += 1

@@ -79,6 +79,11 @@ def service_env(
             "QUESTIONS_THROTTLE_RATE": "100000000/second",
             "QUESTIONS_MAX_OPEN_PER_USER": "100000000",
             "QUESTIONS_DAILY_BUDGET_USD": "100000000",
+            # Every watcher comes from 127.0.0.1 (as from behind one proxy): no cap per IP; per
+            # user, room for each user's share of watchers twice over (after an events restart
+            # the dead process's slots linger until their lease lapses).
+            "QUESTIONS_SSE_MAX_PER_IP": "0",
+            "QUESTIONS_SSE_MAX_PER_USER": str(2 * -(-plan.watchers // plan.users) + 5),
             "GUNICORN_WORKERS": "1",
             "GUNICORN_THREADS": str(plan.web_threads),
             "METRICS_ADDR": "127.0.0.1",

@@ -29,9 +29,10 @@ these optional keys:
     ``disconnect``    ``True``: close the connection without answering
     ``stream_interval`` seconds between the chunks of this streamed answer (replaces the
                       configured ``stream_interval``)
-    ``keepalive_stall`` seconds of comment-only SSE lines (``: keepalive``, one a second) sent
-                      on a streamed answer before its first chunk, as proxies do while a model
-                      is busy: the connection is alive, no content arrives (the soak's stall)
+    ``keepalive``     seconds of SSE comment lines only (``: keepalive``, as some
+                      OpenAI-compatible proxies send while a model is busy), one every
+                      ``keepalive_interval`` (default 0.25) seconds, before the answer's text;
+                      the rest of the answer follows (streamed answers only)
 
 ``stream_interval`` (configure) is the seconds between the chunks of a streamed answer
 (``stream: true``): the answer goes out word by word over time, as a real model writes it;
@@ -81,7 +82,7 @@ MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 
 # How often a waiting handler (latency / hang) checks whether its client went away.
 _DISCONNECT_CHECK_INTERVAL: Final = 0.25
-_KEEPALIVE_INTERVAL: Final = 1.0
+_KEEPALIVE_INTERVAL: Final = 0.25
 _SERVE_POLL_INTERVAL: Final = 0.05
 
 _ITEM_KEYS: Final = frozenset(
@@ -93,7 +94,8 @@ _ITEM_KEYS: Final = frozenset(
         "disconnect",
         "message",
         "stream_interval",
-        "keepalive_stall",
+        "keepalive",
+        "keepalive_interval",
     }
 )
 _CONFIG_KEYS: Final = frozenset(
@@ -161,7 +163,7 @@ def _validate_item(item: object) -> dict[str, Any]:
     for flag in ("hang", "disconnect"):
         if flag in out and not isinstance(out[flag], bool):
             raise ValueError(f"{flag} must be a bool, got {out[flag]!r}")
-    for key in ("latency", "stream_interval", "keepalive_stall"):
+    for key in ("latency", "stream_interval", "keepalive", "keepalive_interval"):
         if key in out:
             out[key] = _check_seconds(key, out[key])
     if "message" in out and not isinstance(out["message"], str):
@@ -461,7 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         fake._note(plan.log, status=status)
         interval = item.get("stream_interval", plan.stream_interval)
-        stall = item.get("keepalive_stall", 0.0)
+        stall = item.get("keepalive", 0.0)
+        every = item.get("keepalive_interval") or _KEEPALIVE_INTERVAL
         if body.get("stream") is True:
             stream_options = body.get("stream_options")
             include_usage = isinstance(stream_options, dict) and bool(
@@ -484,7 +487,7 @@ class _Handler(BaseHTTPRequestHandler):
                     headers=headers,
                 )
                 return
-            self._send_stream(status, events, interval, stall, plan.log, headers=headers)
+            self._send_stream(status, events, interval, (stall, every), plan.log, headers=headers)
             return
 
         completion = {
@@ -522,13 +525,14 @@ class _Handler(BaseHTTPRequestHandler):
         status: int,
         events: list[bytes],
         interval: float,
-        stall: float,
+        keepalive: tuple[float, float],
         log: dict[str, Any] | None,
         *,
         headers: Mapping[str, str],
     ) -> None:
         """Send a streamed answer chunk by chunk, `interval` seconds apart (chunked encoding),
-        after `stall` seconds of keepalive comments; stop as soon as the client goes away."""
+        after `keepalive` = (seconds, every) of keepalive comments; stop as soon as the client
+        goes away."""
         fake = self.server.fake
         lines = [
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
@@ -541,12 +545,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            stall, every = keepalive
             stall_ends = time.monotonic() + stall
             while (left := stall_ends - time.monotonic()) > 0:
                 comment = b": keepalive\n\n"
                 self.wfile.write(f"{len(comment):x}\r\n".encode() + comment + b"\r\n")
                 self.wfile.flush()
-                if not self._wait(min(left, _KEEPALIVE_INTERVAL)):
+                if not self._wait(min(left, every)):
                     fake._cut_stream(log)
                     return
             for index, event in enumerate(events):

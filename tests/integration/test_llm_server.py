@@ -418,14 +418,15 @@ def test_cli_runs_and_stops_on_sigterm() -> None:
 
 
 def test_keepalive_stall_responder_and_call_log() -> None:
-    """The soak's modes: a responder picks each call's item; `keepalive_stall` sends comment
+    """The soak's modes: a responder picks each call's item; `keepalive` sends comment
     lines only, then the answer; `call_log` says when content went out and how the call ended."""
     picked: list[str] = []
 
     def responder(body: dict[str, Any]) -> dict[str, Any] | None:
         text = body["messages"][-1]["content"]
         picked.append(text)
-        return {"keepalive_stall": 1.2, "stream_interval": 0.05} if text == "stall" else None
+        stall = {"keepalive": 1.2, "keepalive_interval": 0.5, "stream_interval": 0.05}
+        return stall if text == "stall" else None
 
     with FakeLLM(responder=responder) as fake:
         connection = http.client.HTTPConnection(fake.host, fake.port, timeout=10)
@@ -441,8 +442,8 @@ def test_keepalive_stall_responder_and_call_log() -> None:
             assert ask(client, "plain") == "Answer to: plain"
         log = fake.call_log
 
-    assert lines[:2] == [": keepalive", ": keepalive"]
-    assert all(line.startswith("data: ") for line in lines[2:]) and lines[-1] == "data: [DONE]"
+    assert lines[:3] == [": keepalive"] * 3
+    assert all(line.startswith("data: ") for line in lines[3:]) and lines[-1] == "data: [DONE]"
     assert picked == ["stall", "plain"]  # the script comes before the responder
     stall, scripted, plain = log
     assert stall["text"] == "stall" and stall["outcome"] == "answered"
