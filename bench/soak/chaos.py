@@ -13,7 +13,15 @@ from typing import Any
 
 from bench.soak.plan import Plan
 from bench.soak.provider import Provider
-from bench.soak.services import Managed, PrivatePostgres, accepts, children_of, rss_mib, wait_for
+from bench.soak.services import (
+    Managed,
+    PrivatePostgres,
+    accepts,
+    children_of,
+    ports_connected_to,
+    rss_mib,
+    wait_for,
+)
 from tests.support import TCPProxy
 
 
@@ -96,9 +104,11 @@ class Chaos:
             self._note("kill -9", pid=None, skipped="no worker child alive")
             return
         pid = self._random.choice(children)
-        fault = self._note("kill -9", pid=pid)
+        # the calls it cuts: its connections to the provider, taken just before the kill
+        ports = ports_connected_to(pid, self.stack.provider.fake.port)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        fault = self._note("kill -9", pid=pid, ports=ports)
         fault.detail["done"] = True
 
     def sigterm_group(self) -> None:
@@ -157,9 +167,12 @@ class Sampler:
     """Every `interval` s: the sessions on the soak database (pg_stat_activity, the sampler's
     own left out) and the RSS of every process of the service (leaders and their children)."""
 
-    def __init__(self, stack: Stack, *, database: str, interval: float = 2.0) -> None:
+    def __init__(
+        self, stack: Stack, *, database: str, leave_out: str, interval: float = 2.0
+    ) -> None:
         self.stack = stack
         self.database = database
+        self.leave_out = leave_out
         self.interval = interval
         self.samples = Samples()
         self._stop = threading.Event()
@@ -203,8 +216,8 @@ class Sampler:
                 )
             row = self._conn.execute(
                 "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (self.database,),
+                " WHERE datname = %s AND pid <> pg_backend_pid() AND application_name <> %s",
+                (self.database, self.leave_out),
             ).fetchone()
             return int(row[0]) if row else None
         except psycopg.Error:

@@ -93,10 +93,37 @@ def ledger_summary() -> dict[str, Any] | None:
 
 
 def _hit_by_a_kill(call: dict[str, Any], kills: list[Fault]) -> bool:
+    """The call was running when a kill -9 struck the process that made it: its connection
+    was one of the killed process's (when known), else it was cut just after the kill."""
     ended = call.get("ended_at")
     if call.get("outcome") != "cut" or ended is None:
         return False
-    return any(call["received_at"] <= k.at <= ended <= k.at + KILL_HIT_WINDOW for k in kills)
+    for kill in kills:
+        if not call["received_at"] <= kill.at + 0.5 or ended < kill.at - 0.5:
+            continue
+        ports = kill.detail.get("ports")
+        if ports is not None:
+            if call.get("client_port") in ports:
+                return True
+        elif ended <= kill.at + KILL_HIT_WINDOW:
+            return True
+    return False
+
+
+def _call_summary(call: dict[str, Any], kills: list[Fault]) -> dict[str, Any]:
+    def at(key: str) -> float | None:
+        value = call.get(key)
+        return None if value is None else round(value, 2)
+
+    return {
+        "received_at": at("received_at"),
+        "content_at": at("content_at"),
+        "ended_at": at("ended_at"),
+        "status": call.get("status"),
+        "outcome": call.get("outcome"),
+        "port": call.get("client_port"),
+        "hit_by_kill": _hit_by_a_kill(call, kills),
+    }
 
 
 def _quartiles(values: list[float]) -> tuple[float, float]:
@@ -175,7 +202,11 @@ def evaluate(
     distribution = Counter(paid[p.n] for p in accepted)
     figures["paid_calls_per_job"] = dict(sorted(distribution.items()))
     figures["kill_hits"] = sum(hits.values())
-    figures["jobs_paid_more_than_allowed"] = [by_n[n].job_id for n in over[:20] if n in by_n]
+    figures["jobs_paid_more_than_allowed"] = {
+        by_n[n].job_id: [_call_summary(c, kills) for c in calls if c.get("n") == n]
+        for n in over[:20]
+        if n in by_n
+    }
     checks.append(
         Check(
             "paid calls per job (max; distribution)",

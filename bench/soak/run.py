@@ -34,6 +34,7 @@ from bench.soak.services import (
 from tests.support import TCPProxy, free_port
 
 DATABASE = "soak"
+DRIVER_APP = "soak-driver"
 MODEL = "soak-model"
 PRICE_PER_MILLION = 100  # USD per 1M tokens, input and output: a call costs about a cent
 
@@ -161,6 +162,8 @@ def run(plan: Plan, *, keep: bool = False, progress: Any = print) -> dict[str, A
         django.setup()
         from django.db import connection
 
+        # The driver's own session is not the service's: the sampler leaves it out by name.
+        connection.settings_dict.setdefault("OPTIONS", {})["application_name"] = DRIVER_APP
         from questions.sqs.queues import queues_create
 
         queues_create(
@@ -206,7 +209,7 @@ def run(plan: Plan, *, keep: bool = False, progress: Any = print) -> dict[str, A
             provider=provider, web=web, events=events, events_port=events_port,
             supervisors=supervisors,
         )  # fmt: skip
-        sampler = Sampler(stack, database=DATABASE).start()
+        sampler = Sampler(stack, database=DATABASE, leave_out=DRIVER_APP).start()
         cleanup.callback(sampler.stop)
         poster = Poster(
             f"http://127.0.0.1:{web_port}", users,
@@ -265,7 +268,7 @@ def run(plan: Plan, *, keep: bool = False, progress: Any = print) -> dict[str, A
                              f"{api_5xx}", "", None)
         )  # fmt: skip
         figures["faults"] = [
-            {"t": round(f.at - t0, 1), "kind": f.kind, **f.detail}
+            {"t": round(f.at - t0, 1), "at": round(f.at, 2), "kind": f.kind, **f.detail}
             for f in sorted(chaos.log, key=lambda f: f.at)
         ]
         figures.update(

@@ -42,6 +42,26 @@ def children_of(pid: int) -> list[int]:
     return [int(child) for child in text.split()]
 
 
+def ports_connected_to(pid: int, port: int) -> list[int]:
+    """The local ports of a process's TCP connections to 127.0.0.1:`port` (from /proc: its
+    socket inodes matched against /proc/net/tcp)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    ports = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if inode in inodes and int(remote.split(":")[1], 16) == port:
+                ports.append(int(local.split(":")[1], 16))
+    return ports
+
+
 def rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -43,7 +43,8 @@ Precedence per call: next script item, else ``responder(body)`` (a constructor a
 function that picks an item per call, e.g. at random; ``None`` passes), else ``always``, else the
 default success.
 
-``call_log`` keeps one entry per call: ``received_at``, ``text`` (the last user message),
+``call_log`` keeps one entry per call: ``received_at``, ``client_port``, ``text`` (the last user
+message),
 ``status`` (the HTTP status sent), ``content_at`` (when the first content went out),
 ``ended_at`` and ``outcome`` (``answered``, ``error``, or ``cut``: the client went away, or the
 server dropped or stopped first); times are ``time.monotonic()``.
@@ -395,6 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         record = dict(body) if isinstance(body, dict) else {"_malformed": True}
         plan = fake._arrive(record, received_at, consume=problem is None)
+        fake._note(plan.log, client_port=self.client_address[1])
         try:
             if problem is not None or not isinstance(body, dict):
                 self._send_error(400, problem or "invalid body")

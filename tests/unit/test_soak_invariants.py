@@ -127,3 +127,21 @@ def test_a_user_billed_past_the_budget_fails() -> None:
         calls[2]["prompt_words"] = 10_000
 
     assert _failed(_run(calls=expensive, ledger={"rows": 4})) == {"users above budget + one call"}
+
+
+def test_a_kill_covers_only_the_calls_of_the_process_it_killed() -> None:
+    """With the killed child's connections known, a call cut at that moment through another
+    process's connection (a SIGTERM cutting it, say) is not excused."""
+
+    def two_cut_then_paid_again(calls: list[dict[str, Any]]) -> None:
+        for n, port in ((0, 5555), (1, 6666)):
+            calls[n].update(outcome="cut", client_port=port, ended_at=calls[n]["received_at"] + 2)
+            calls.append({**calls[n], "received_at": 120.0 + n, "content_at": 121.0 + n,
+                          "ended_at": 122.0 + n, "outcome": "answered"})  # fmt: skip
+
+    def killed(faults: list[Fault]) -> None:
+        faults.append(Fault(101.5, "kill -9", {"pid": 7, "ports": [5555]}))
+
+    checks = _run(calls=two_cut_then_paid_again, faults=killed, ledger={"rows": 6})
+    assert _failed(checks) == {"paid calls per job", "jobs paid more than 1 + kills mid-call"}
+    assert checks["jobs paid more than 1 + kills mid-call"].value.startswith("1 ")
