@@ -19,6 +19,7 @@ FINAL = {"succeeded", "failed", "cancelled"}
 # seconds after it (the fake notices a client gone within a quarter of a second).
 KILL_HIT_WINDOW = 3.0
 # How much slower than the deadline a call may be seen to give up on a loaded 2-core machine.
+PORT_REUSE_GUARD = 30.0
 DEADLINE_SLACK = 3.0
 RSS_WARMUP = 30.0
 
@@ -93,19 +94,23 @@ def ledger_summary() -> dict[str, Any] | None:
 
 
 def _hit_by_a_kill(call: dict[str, Any], kills: list[Fault]) -> bool:
-    """The call was running when a kill -9 struck the process that made it: its connection
-    was one of the killed process's (when known), else it was cut just after the kill."""
+    """A kill -9 struck the process that made the call before it was done with it: the call's
+    connection was still open in the killed process (the fake closes a streamed answer's
+    connection at its end, so an open one is a call whose answer the worker had not finished
+    reading or storing, even if the fake had sent it all). Without the ports: the call was
+    cut just after the kill."""
     ended = call.get("ended_at")
-    if call.get("outcome") != "cut" or ended is None:
+    if ended is None:
         return False
     for kill in kills:
-        if not call["received_at"] <= kill.at + 0.5 or ended < kill.at - 0.5:
+        if not call["received_at"] <= kill.at + 0.5:
             continue
         ports = kill.detail.get("ports")
         if ports is not None:
-            if call.get("client_port") in ports:
+            # (a port is reused only long after: the guard keeps an old call off a new kill)
+            if call.get("client_port") in ports and ended >= kill.at - PORT_REUSE_GUARD:
                 return True
-        elif ended <= kill.at + KILL_HIT_WINDOW:
+        elif call.get("outcome") == "cut" and kill.at - 0.5 <= ended <= kill.at + KILL_HIT_WINDOW:
             return True
     return False
 

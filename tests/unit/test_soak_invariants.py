@@ -145,3 +145,24 @@ def test_a_kill_covers_only_the_calls_of_the_process_it_killed() -> None:
     checks = _run(calls=two_cut_then_paid_again, faults=killed, ledger={"rows": 6})
     assert _failed(checks) == {"paid calls per job", "jobs paid more than 1 + kills mid-call"}
     assert checks["jobs paid more than 1 + kills mid-call"].value.startswith("1 ")
+
+
+def test_a_kill_while_the_worker_still_held_a_fully_sent_answer_counts() -> None:
+    """The fake had sent the whole answer, but the killed worker had not stored it yet (its
+    connection was still open): the job may pay again."""
+
+    def sent_then_paid_again(calls: list[dict[str, Any]]) -> None:
+        calls[0]["client_port"] = 5555  # answered 100 → 102
+        calls.append({**calls[0], "received_at": 120.0, "content_at": 121.0, "ended_at": 122.0,
+                      "client_port": 7777})  # fmt: skip
+
+    def killed_just_after(faults: list[Fault]) -> None:
+        faults.append(Fault(102.3, "kill -9", {"pid": 7, "ports": [5555]}))
+
+    assert _failed(_run(calls=sent_then_paid_again, ledger={"rows": 5})) == {
+        "paid calls per job", "jobs paid more than 1 + kills mid-call"
+    }  # fmt: skip
+    assert (
+        _failed(_run(calls=sent_then_paid_again, faults=killed_just_after, ledger={"rows": 5}))
+        == set()
+    )
