@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help venv run test lint fmt check k8s-check bench bench-quick bench-deps clean
+.PHONY: help venv run test lint fmt check k8s-check bench bench-quick bench-deps soak clean
 
 help:
 	@echo "make run    - web + worker + local SQS on http://127.0.0.1:8000 (no Docker, no API key)"
@@ -11,6 +11,7 @@ help:
 	@echo "make k8s-check - render deploy/k8s overlays, validate every object, checkov scan"
 	@echo "make fmt    - ruff format + autofix"
 	@echo "make bench  - benchmarks (bench/README.md); bench-quick for a short run"
+	@echo "make soak   - chaos soak: 10,000 jobs while processes die and services restart (SOAK_JOBS=N)"
 
 venv: $(VENV)/.installed
 
@@ -20,7 +21,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: venv
 	scripts/run-local.sh
 
-test: venv
+# fauxqs (the SQS server of the chaos soak in tests/integration/test_soak.py and the benchmarks)
+BENCH_NODE := bench/node_modules/.package-lock.json
+
+$(BENCH_NODE): bench/package.json bench/package-lock.json
+	cd bench && npm ci --no-audit --no-fund --loglevel=error
+
+test: venv $(BENCH_NODE)
 	scripts/ensure-system.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -68,6 +75,12 @@ bench-quick: bench-deps
 	scripts/ensure-system.sh
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
 	$(PY) -m bench.streaming --quick
+
+# The chaos soak on services of its own (bench/soak): prints its table, appends it to
+# bench/RESULTS.md, exits non-zero if an invariant fails. `make test` runs a short version.
+SOAK_JOBS ?= 10000
+soak: venv $(BENCH_NODE)
+	$(PY) -m bench.soak --jobs $(SOAK_JOBS) --record $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts .run

@@ -27,6 +27,8 @@ these optional keys:
                       client goes away, or after ``HANG_TIMEOUT`` (300 s)
     ``latency``       seconds to wait before answering (replaces the global latency)
     ``disconnect``    ``True``: close the connection without answering
+    ``stream_interval`` seconds between the chunks of this streamed answer (replaces the
+                      configured ``stream_interval``)
     ``keepalive``     seconds of SSE comment lines only (``: keepalive``, as some
                       OpenAI-compatible proxies send while a model is busy), one every
                       ``keepalive_interval`` (default 0.25) seconds, before the answer's text
@@ -41,7 +43,15 @@ these optional keys:
 0 (default) sends it in one chunk. A client that goes away mid-stream ends it (counted in
 ``cut_streams``).
 
-Precedence per call: next script item, else ``always``, else the default success.
+Precedence per call: next script item, else ``responder(body)`` (a constructor argument: a
+function that picks an item per call, e.g. at random; ``None`` passes), else ``always``, else the
+default success.
+
+``call_log`` keeps one entry per call: ``received_at``, ``client_port``, ``text`` (the last user
+message),
+``status`` (the HTTP status sent), ``content_at`` (when the first content went out),
+``ended_at`` and ``outcome`` (``answered``, ``error``, or ``cut``: the client went away, or the
+server dropped or stopped first); times are ``time.monotonic()``.
 
 Run in the foreground with ``python -m tests.fakes.llm_server --port 8765 [--latency 0.5]``.
 """
@@ -61,7 +71,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,6 +87,7 @@ MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 
 # How often a waiting handler (latency / hang) checks whether its client went away.
 _DISCONNECT_CHECK_INTERVAL: Final = 0.25
+_KEEPALIVE_INTERVAL: Final = 0.25
 _SERVE_POLL_INTERVAL: Final = 0.05
 
 _ITEM_KEYS: Final = frozenset(
@@ -87,6 +98,7 @@ _ITEM_KEYS: Final = frozenset(
         "latency",
         "disconnect",
         "message",
+        "stream_interval",
         "keepalive",
         "keepalive_interval",
         "keepalive_after",
@@ -158,11 +170,9 @@ def _validate_item(item: object) -> dict[str, Any]:
     for flag in ("hang", "disconnect"):
         if flag in out and not isinstance(out[flag], bool):
             raise ValueError(f"{flag} must be a bool, got {out[flag]!r}")
-    if "latency" in out:
-        out["latency"] = _check_seconds("latency", out["latency"])
-    for name in ("keepalive", "keepalive_interval"):
-        if name in out:
-            out[name] = _check_seconds(name, out[name])
+    for key in ("latency", "stream_interval", "keepalive", "keepalive_interval"):
+        if key in out:
+            out[key] = _check_seconds(key, out[key])
     for name in ("keepalive_after", "error_after"):
         if name in out:
             out[name] = _check_tokens(name, out[name])
@@ -205,6 +215,7 @@ class _Plan:
     prompt_tokens: int | None
     completion_tokens: int | None
     stream_interval: float = 0.0
+    log: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- server
@@ -234,6 +245,11 @@ class _Server(ThreadingHTTPServer):
         if isinstance(sys.exception(), OSError):
             return
         super().handle_error(request, client_address)
+
+
+def _is_content(event: bytes) -> bool:
+    """A streamed event that carries the answer (not a keepalive comment, not an error)."""
+    return event.startswith(b"data:") and b'"error"' not in event
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -394,13 +410,14 @@ class _Handler(BaseHTTPRequestHandler):
 
         record = dict(body) if isinstance(body, dict) else {"_malformed": True}
         plan = fake._arrive(record, received_at, consume=problem is None)
+        fake._note(plan.log, client_port=self.client_address[1])
         try:
             if problem is not None or not isinstance(body, dict):
                 self._send_error(400, problem or "invalid body")
                 return
             self._respond(body, plan)
         finally:
-            fake._depart()
+            fake._depart(plan.log)
 
     def _drop(self) -> None:
         """End the exchange without writing a response."""
@@ -408,6 +425,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, body: dict[str, Any], plan: _Plan) -> None:
         item = plan.item or {}
+        fake = self.server.fake
         if item.get("hang"):
             self._wait(HANG_TIMEOUT)
             self._drop()
@@ -433,6 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 phrase = f"Error {status}"
             default_message = f"{phrase} (scripted by FakeLLM)."
+            fake._note(plan.log, status=status, outcome="error")
             self._send_error(
                 status,
                 item.get("message", default_message),
@@ -458,12 +477,14 @@ class _Handler(BaseHTTPRequestHandler):
         created = int(time.time())
         model = body["model"]
 
+        fake._note(plan.log, status=status)
+        interval = item.get("stream_interval", plan.stream_interval)
         if body.get("stream") is True:
             stream_options = body.get("stream_options")
             include_usage = isinstance(stream_options, dict) and bool(
                 stream_options.get("include_usage")
             )
-            paced = plan.stream_interval > 0 or "keepalive" in item or "error_after" in item
+            paced = interval > 0 or "keepalive" in item or "error_after" in item
             events = self._stream_events(
                 completion_id,
                 created,
@@ -473,6 +494,7 @@ class _Handler(BaseHTTPRequestHandler):
                 chunked=paced,
             )
             if not paced:
+                fake._note(plan.log, content_at=time.monotonic(), outcome="answered")
                 self._send(
                     status,
                     b"".join(events),
@@ -481,7 +503,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
             self._send_stream(
-                status, self._schedule(events, plan.stream_interval, item), headers=headers
+                status, self._schedule(events, interval, item), plan.log, headers=headers
             )
             return
 
@@ -501,6 +523,7 @@ class _Handler(BaseHTTPRequestHandler):
             ],
             "usage": usage,
         }
+        fake._note(plan.log, content_at=time.monotonic(), outcome="answered")
         self._send_json(status, completion, headers=headers)
 
     @staticmethod
@@ -532,17 +555,23 @@ class _Handler(BaseHTTPRequestHandler):
             steps = steps[: 1 + item["error_after"]]
             steps.append((interval, f"data: {json.dumps({'error': error})}\n\n".encode()))
         if "keepalive" in item:
-            every = item.get("keepalive_interval", 0.25) or 0.25
+            every = item.get("keepalive_interval", _KEEPALIVE_INTERVAL) or _KEEPALIVE_INTERVAL
             comments = [(every, b": keepalive\n\n")] * int(item["keepalive"] / every)
             at = 1 + item.get("keepalive_after", 0)
             steps[at:at] = comments
         return steps
 
     def _send_stream(
-        self, status: int, steps: list[tuple[float, bytes]], *, headers: Mapping[str, str]
+        self,
+        status: int,
+        steps: list[tuple[float, bytes]],
+        log: dict[str, Any] | None,
+        *,
+        headers: Mapping[str, str],
     ) -> None:
         """Send a streamed answer event by event, each after its wait (chunked encoding); stop
         as soon as the client goes away."""
+        fake = self.server.fake
         lines = [
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
             f"Server: {self.server_version}",
@@ -554,15 +583,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            for wait, event in steps:
+            for index, (wait, event) in enumerate(steps):
                 if wait > 0 and not self._wait(wait):
-                    self.server.fake._cut_stream()
+                    fake._cut_stream(log)
                     return
                 self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
                 self.wfile.flush()
+                if index and _is_content(event) and log is not None and "content_at" not in log:
+                    fake._note(log, content_at=time.monotonic())
             self.wfile.write(b"0\r\n\r\n")
+            fake._note(log, outcome="answered")
         except OSError:
-            self.server.fake._cut_stream()
+            fake._cut_stream(log)
 
     @staticmethod
     def _stream_events(
@@ -646,8 +678,10 @@ class FakeLLM:
         port: int = 0,
         *,
         latency: float = 0.0,
+        responder: Callable[[dict[str, Any]], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self._default_latency = _check_seconds("latency", latency)
+        self._responder = responder
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._stopped = False
@@ -665,6 +699,7 @@ class FakeLLM:
         self._calls = 0
         self._cut_streams = 0
         self._requests: list[dict[str, Any]] = []
+        self._call_log: list[dict[str, Any]] = []
         self._in_flight = 0
         self._max_in_flight = 0
         self._server = _Server((host, port), self)
@@ -826,6 +861,7 @@ class FakeLLM:
             self._calls = 0
             self._cut_streams = 0
             self._requests = []
+            self._call_log = []
             self._max_in_flight = self._in_flight
             self._cond.notify_all()
 
@@ -849,6 +885,12 @@ class FakeLLM:
         (``time.monotonic()``); a malformed body is recorded as ``{"_malformed": True}``."""
         with self._cond:
             return [dict(body) for body in self._requests]
+
+    @property
+    def call_log(self) -> list[dict[str, Any]]:
+        """Copies of the per-call log (see the module docstring)."""
+        with self._cond:
+            return [dict(entry) for entry in self._call_log]
 
     @property
     def in_flight(self) -> int:
@@ -890,11 +932,20 @@ class FakeLLM:
         with self._cond:
             self._calls += 1
             self._requests.append(record)
+            users = [m for m in _messages(record) if m.get("role") == "user"]
+            text = _text_of(users[-1].get("content")) if users else ""
+            log: dict[str, Any] = {"received_at": received_at, "text": text}
+            self._call_log.append(log)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             item = None
             if consume:
-                item = self._script.popleft() if self._script else self._always
+                item = self._script.popleft() if self._script else None
+                if item is None and self._responder is not None:
+                    chosen = self._responder(dict(record))
+                    item = None if chosen is None else _validate_item(chosen)
+                if item is None:
+                    item = self._always
             self._cond.notify_all()
             return _Plan(
                 item=item,
@@ -903,16 +954,28 @@ class FakeLLM:
                 prompt_tokens=self._prompt_tokens,
                 completion_tokens=self._completion_tokens,
                 stream_interval=self._stream_interval,
+                log=log,
             )
 
-    def _cut_stream(self) -> None:
+    def _note(self, log: dict[str, Any] | None, **fields: Any) -> None:
+        """Annotate a call's `call_log` entry (under the lock: `call_log` copies them)."""
+        if log is not None:
+            with self._cond:
+                log.update(fields)
+
+    def _cut_stream(self, log: dict[str, Any] | None = None) -> None:
         with self._cond:
             self._cut_streams += 1
+            if log is not None:
+                log["outcome"] = "cut"
             self._cond.notify_all()
 
-    def _depart(self) -> None:
+    def _depart(self, log: dict[str, Any] | None) -> None:
         with self._cond:
             self._in_flight -= 1
+            if log is not None:
+                log["ended_at"] = time.monotonic()
+                log.setdefault("outcome", "cut")
             self._cond.notify_all()
 
 

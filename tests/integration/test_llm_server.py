@@ -415,3 +415,41 @@ def test_cli_runs_and_stops_on_sigterm() -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_keepalive_stall_responder_and_call_log() -> None:
+    """The soak's modes: a responder picks each call's item; `keepalive` sends comment
+    lines only, then the answer; `call_log` says when content went out and how the call ended."""
+    picked: list[str] = []
+
+    def responder(body: dict[str, Any]) -> dict[str, Any] | None:
+        text = body["messages"][-1]["content"]
+        picked.append(text)
+        stall = {"keepalive": 1.2, "keepalive_interval": 0.5, "stream_interval": 0.05}
+        return stall if text == "stall" else None
+
+    with FakeLLM(responder=responder) as fake:
+        connection = http.client.HTTPConnection(fake.host, fake.port, timeout=10)
+        body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "stall"}]}
+        connection.request("POST", "/v1/chat/completions", json.dumps(body))
+        response = connection.getresponse()
+        lines = [line.decode() for line in response.read().splitlines() if line]
+        connection.close()
+        with openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0) as client:
+            fake.enqueue({"status": 503})
+            with pytest.raises(openai.InternalServerError):
+                ask(client, "scripted")
+            assert ask(client, "plain") == "Answer to: plain"
+        log = fake.call_log
+
+    # The role chunk (no text), then comment lines only, then the answer.
+    assert '"role": "assistant"' in lines[0] and lines[1:3] == [": keepalive"] * 2
+    assert all(line.startswith("data: ") for line in lines[3:]) and lines[-1] == "data: [DONE]"
+    assert picked == ["stall", "plain"]  # the script comes before the responder
+    stall, scripted, plain = log
+    assert stall["text"] == "stall" and stall["outcome"] == "answered"
+    assert stall["content_at"] - stall["received_at"] >= 1.0  # two comments, 0.5 s apart
+    assert scripted["status"] == 503 and scripted["outcome"] == "error"
+    assert "content_at" not in scripted
+    assert plain["status"] == 200 and plain["outcome"] == "answered"
+    assert all(entry["ended_at"] >= entry["received_at"] for entry in log)
