@@ -159,6 +159,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Enums named for what they are (by default they take the field's name: ErrorEnum, …).
+    "ENUM_NAME_OVERRIDES": {
+        "AskRefusedCode": "questions.api.schema.ASK_REFUSED_CODES",
+        "JobEventName": "questions.api.schema.EVENT_NAMES",
+    },
 }
 
 # --- Background work: Django's Tasks API, sent to SQS by this project's backend.
