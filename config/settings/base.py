@@ -92,6 +92,16 @@ DATABASES = {
         conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", default=False),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # make run: the web app and the worker write to one file. A transaction takes the write lock
+    # as it begins and waits up to `timeout` seconds for it; SQLite's default (deferred) ones
+    # deadlock when two that have read both write, and one fails "database is locked" at once.
+    # WAL lets readers go on while one writes (tests/integration/test_sqlite_writers.py).
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache: Redis through django-redis. Short socket timeouts: when Redis is down the service
