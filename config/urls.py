@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from questions.web import health
+from questions.web.errors import api_not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -17,6 +18,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("", include("django_prometheus.urls")),
     path("", include("questions.web.urls")),
+    # Last: any other path under /api/ is the API's JSON 404, DEBUG (make run) or not.
+    re_path(r"^api/(?P<path>.*)$", api_not_found),
 ]
 
 handler400 = "questions.web.errors.bad_request"

@@ -47,20 +47,33 @@ logger = logging.getLogger(__name__)
 Status = Question.Status
 
 
+# What str.strip() removes (the characters of str.isspace()), spelled out: regex engines differ
+# on `\s`, so the API schema's pattern names them one by one (tests/unit/test_question_text.py).
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_SPACE_CLASS = "".join(f"\\u{ord(char):04x}" for char in WHITESPACE)
+# validate_question_text as a JSON Schema (ECMA-262) pattern, for the API schema: something
+# besides whitespace, and no NUL anywhere (PostgreSQL cannot store it). The length is checked on
+# the text as sent, so that the schema's maxLength says it too.
+QUESTION_TEXT_PATTERN = f"^[{_SPACE_CLASS}]*[^{_SPACE_CLASS}\\u0000][^\\u0000]*$"
+
+
 def validate_question_text(text: object) -> str:
     """The question as it will be stored, or a ValidationError on the field "question" saying
     what is wrong. The one check of a question's text: the API and the pages only parse."""
     if not isinstance(text, str):
         raise _invalid_question("The question must be a string.", code="invalid_type")
-    text = text.strip()
-    if not text:
-        raise _invalid_question("The question may not be blank.", code="blank")
     limit = settings.QUESTIONS_MAX_LENGTH
     if len(text) > limit:
         raise _invalid_question(
             f"The question is {len(text)} characters long; the limit is {limit}.",
             code="max_length",
         )
+    text = text.strip()
+    if not text:
+        raise _invalid_question("The question may not be blank.", code="blank")
     if "\x00" in text:
         raise _invalid_question("The question may not contain NUL characters.", code="null")
     try:

@@ -106,6 +106,16 @@ DATABASES["default"] = postgres_timeouts(
     connect_timeout=DATABASE_CONNECT_TIMEOUT,
     statement_timeout=DATABASE_STATEMENT_TIMEOUT,
 )
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # make run: the web app and the worker write to one file. A transaction takes the write lock
+    # as it begins and waits up to `timeout` seconds for it; SQLite's default (deferred) ones
+    # deadlock when two that have read both write, and one fails "database is locked" at once.
+    # WAL lets readers go on while one writes (tests/integration/test_sqlite_writers.py).
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache: Redis through django-redis. Short socket timeouts: when Redis is down the service
@@ -173,6 +183,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Enums named for what they are (by default they take the field's name: ErrorEnum, …).
+    "ENUM_NAME_OVERRIDES": {
+        "AskRefusedCode": "questions.api.schema.ASK_REFUSED_CODES",
+        "JobEventName": "questions.api.schema.EVENT_NAMES",
+    },
 }
 
 # --- Background work: Django's Tasks API, sent to SQS by this project's backend.

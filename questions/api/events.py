@@ -37,7 +37,6 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import StreamingHttpResponse
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from redis.exceptions import RedisError
 from rest_framework.exceptions import NotFound, ValidationError
@@ -45,6 +44,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from questions.api.schema import SERVER_SENT_EVENT, WWW_AUTHENTICATE, errors
 from questions.api.serializers import QuestionOutputSerializer
 from questions.cache import job_cache_get
 from questions.live.hub import stream_hub
@@ -290,15 +290,22 @@ class QuestionEventsApi(APIView):
     @extend_schema(
         operation_id="questions_events",
         request=None,
-        parameters=[_LAST_EVENT_ID, _LAST_EVENT_ID_QUERY],
+        parameters=[_LAST_EVENT_ID, _LAST_EVENT_ID_QUERY, WWW_AUTHENTICATE],
         responses={
+            # Open API 3.0 has no word for a stream's items: the schema is that of each event
+            # (as Open API 3.2's itemSchema of text/event-stream has it).
             (200, "text/event-stream"): OpenApiResponse(
-                response=OpenApiTypes.STR,
-                description="Server-Sent Events until the job is finished.",
+                response=SERVER_SENT_EVENT,
+                description=(
+                    "Server-Sent Events until the job is finished; each event as described, "
+                    "with `: keepalive` comments between them."
+                ),
             ),
-            400: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
-            401: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
-            404: OpenApiResponse(description="JSON error: {error, detail, fields?}"),
+            # Errors come before the stream starts, as JSON, whatever the client accepts.
+            **{
+                (status, "application/json"): response
+                for status, response in errors(400, 401, 404).items()
+            },
         },
     )
     def get(self, request: Request, pk: uuid.UUID) -> StreamingHttpResponse:

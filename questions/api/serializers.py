@@ -7,9 +7,17 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from questions.models import Question
+from questions.services import QUESTION_TEXT_PATTERN
 
 
-@extend_schema_field({"type": "string", "minLength": 1, "maxLength": settings.QUESTIONS_MAX_LENGTH})
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": settings.QUESTIONS_MAX_LENGTH,
+        "pattern": QUESTION_TEXT_PATTERN,
+    }
+)
 class QuestionTextField(serializers.Field):
     """Takes the raw JSON value as it is: the service (validate_question_text) says what is
     wrong with it, so a number or a list is an error there, never silently a string."""
@@ -23,7 +31,10 @@ class QuestionTextField(serializers.Field):
 
 class QuestionCreateInputSerializer(serializers.Serializer):
     question = QuestionTextField(
-        help_text=f"The question, 1..{settings.QUESTIONS_MAX_LENGTH} characters after trimming."
+        help_text=(
+            f"The question: up to {settings.QUESTIONS_MAX_LENGTH} characters, not only "
+            "whitespace, no NUL; stored without its leading and trailing whitespace."
+        )
     )
 
 
@@ -73,4 +84,7 @@ class QuestionPageSerializer(serializers.Serializer):
 
 
 class QuestionListFilterSerializer(serializers.Serializer):
+    """The list's filters. Given a plain dict, not the QueryDict: DRF reads an empty value of a
+    form (`?status=`) as absent, and the API refuses it as the schema says."""
+
     status = serializers.ChoiceField(choices=Question.Status.choices, required=False)

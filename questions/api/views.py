@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
@@ -11,6 +12,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from questions.api.schema import (
+    RETRY_AFTER,
+    WWW_AUTHENTICATE,
+    errors,
+    refused,
+    response_header,
+)
 from questions.api.serializers import (
     QuestionCreateInputSerializer,
     QuestionListFilterSerializer,
@@ -36,19 +44,30 @@ if TYPE_CHECKING:
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
-_ERROR = OpenApiResponse(description="JSON error: {error, detail, fields?}")
-_REFUSED = OpenApiResponse(
-    description=(
-        "A limit on asking: {error: throttled | too_many_open_jobs | budget_exceeded, detail, "
-        "retry_after}; the Retry-After header says when to ask again."
-    )
-)
 _IDEMPOTENCY_KEY = OpenApiParameter(
     name="Idempotency-Key",
     location=OpenApiParameter.HEADER,
     type={"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]([ -~]*[!-~])?$"},
     required=False,
     description="Retrying a POST with the same key returns the same job instead of a new one.",
+)
+_LOCATION = response_header(
+    "Location", statuses=[202], type_=OpenApiTypes.URI, description="The job's URL."
+)
+_REPLAYED = OpenApiParameter(
+    name="Idempotent-Replayed",
+    type={"type": "string", "enum": ["true"]},
+    location=OpenApiParameter.HEADER,
+    required=False,
+    response=[202],
+    description="Present when the Idempotency-Key was seen before: the job is the one it made.",
+)
+_PAGE = OpenApiParameter(
+    name="page",
+    type={"type": "integer", "minimum": 1},
+    location=OpenApiParameter.QUERY,
+    required=False,
+    description="A page number (1 is the newest jobs); a page past the last is a 404.",
 )
 
 
@@ -63,9 +82,19 @@ def _idempotency_key(request: Request) -> str | None:
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not key.isprintable():
+    # As the schema's pattern says: printable ASCII (a header's bytes beyond it arrive as
+    # Latin-1, which no two clients agree on).
+    if (
+        not key
+        or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH
+        or not (key.isascii() and key.isprintable())
+    ):
         raise ValidationError(
-            {"Idempotency-Key": [f"Must be 1..{IDEMPOTENCY_KEY_MAX_LENGTH} printable characters."]}
+            {
+                "Idempotency-Key": [
+                    f"Must be 1..{IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."
+                ]
+            }
         )
     return key
 
@@ -81,15 +110,16 @@ class QuestionListCreateApi(APIView):
 
     @extend_schema(
         operation_id="questions_create",
+        description=(
+            "Ask a question: the job is recorded and queued, and comes back at once (202) with "
+            "its URL in Location. A retry with the same Idempotency-Key gets the same job."
+        ),
         request=QuestionCreateInputSerializer,
-        parameters=[_IDEMPOTENCY_KEY],
+        parameters=[_IDEMPOTENCY_KEY, _LOCATION, _REPLAYED, WWW_AUTHENTICATE, RETRY_AFTER],
         responses={
-            202: QuestionOutputSerializer,
-            400: _ERROR,
-            401: _ERROR,
-            415: _ERROR,
-            422: _ERROR,
-            429: _REFUSED,
+            202: OpenApiResponse(QuestionOutputSerializer, description="Recorded and queued."),
+            **errors(400, 401, 403, 406, 415, 422),
+            **refused(),
         },
     )
     def post(self, request: AuthenticatedRequest) -> Response:
@@ -110,11 +140,12 @@ class QuestionListCreateApi(APIView):
 
     @extend_schema(
         operation_id="questions_list",
-        parameters=[QuestionListFilterSerializer],
-        responses={200: QuestionPageSerializer, 400: _ERROR, 401: _ERROR, 404: _ERROR},
+        description="Your jobs (staff: everyone's), newest first, 20 a page.",
+        parameters=[QuestionListFilterSerializer, _PAGE, WWW_AUTHENTICATE],
+        responses={200: QuestionPageSerializer, **errors(400, 401, 404, 406)},
     )
     def get(self, request: Request) -> Response:
-        filters = QuestionListFilterSerializer(data=request.query_params)
+        filters = QuestionListFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         questions = question_list(user=request.user, status=filters.validated_data.get("status"))
         paginator = PageNumberPagination()
@@ -128,7 +159,8 @@ class QuestionDetailApi(APIView):
 
     @extend_schema(
         operation_id="questions_retrieve",
-        responses={200: QuestionOutputSerializer, 401: _ERROR, 404: _ERROR},
+        parameters=[WWW_AUTHENTICATE],
+        responses={200: QuestionOutputSerializer, **errors(401, 404, 406)},
     )
     def get(self, request: Request, pk: uuid.UUID) -> Response:
         question = question_get(question_id=pk, user=request.user)
@@ -143,7 +175,11 @@ class QuestionCancelApi(APIView):
     @extend_schema(
         operation_id="questions_cancel",
         request=None,
-        responses={202: QuestionOutputSerializer, 401: _ERROR, 404: _ERROR, 409: _ERROR},
+        parameters=[WWW_AUTHENTICATE],
+        responses={
+            202: OpenApiResponse(QuestionOutputSerializer, description="Cancelled."),
+            **errors(401, 403, 404, 406, 409),
+        },
     )
     def post(self, request: Request, pk: uuid.UUID) -> Response:
         question = question_get(question_id=pk, user=request.user)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 
 
 def json_error(status: int, code: str, detail: str) -> JsonResponse:
@@ -21,6 +22,13 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     if _wants_json(request):
         return json_error(404, "not_found", "No such resource.")
     return defaults.page_not_found(request, exception or Http404())
+
+
+@csrf_exempt  # a 404 for every method, as for a path that matches nothing
+def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Any other path under /api/ (config/urls.py routes them here last): the JSON 404 with
+    DEBUG on too, where Django would answer its HTML page, which no API client reads."""
+    return json_error(404, "not_found", "No such resource.")
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
