@@ -1,6 +1,7 @@
 """A `django.tasks` backend that sends each enqueued task to an SQS queue.
 
-`run_sqs_worker` is its worker. Django's task queue name "default" maps to `SQS_QUEUE_NAME`.
+`run_sqs_worker` is its worker. Django's task queue name "default" maps to `SQS_QUEUE_NAME`,
+"webhooks" to `SQS_WEBHOOK_QUEUE_NAME`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 def sqs_queue_name(task_queue_name: str) -> str:
     if task_queue_name == "default":
         return settings.SQS_QUEUE_NAME
+    if task_queue_name == "webhooks":
+        return settings.SQS_WEBHOOK_QUEUE_NAME
     return task_queue_name
 
 
