@@ -11,10 +11,13 @@ import uuid
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, assume, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from questions.accounts import api_token_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+WEBHOOK_CREATE = "POST /api/webhooks/"
 
 
 def test_every_operation_conforms_to_the_schema(live_server, queues, user):
@@ -50,6 +53,10 @@ def test_every_operation_conforms_to_the_schema(live_server, queues, user):
                 case.headers["Idempotency-Key"] = f"{key[:240]}-{uuid.uuid4().hex[:12]}"
             response = case.call(headers={"Authorization": f"Token {token}"})
             assert response.status_code < 500, (case.method, case.path, response.text)
-            case.validate_response(response)
+            # Whether a URL may receive webhooks depends on what its host resolves to, which no
+            # schema can say: a schema-valid URL is rightly a 400 (tests/integration/
+            # test_webhooks.py), as is a new endpoint past the per-user limit.
+            excluded = [positive_data_acceptance] if case.operation.label == WEBHOOK_CREATE else []
+            case.validate_response(response, excluded_checks=excluded)
 
         check()
