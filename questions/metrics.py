@@ -112,3 +112,6 @@ WEBHOOK_DELIVERIES = Counter(
     "skipped (endpoint disabled), enqueue_failed (not sent to SQS).",
     ["outcome"],
 )
+# Every outcome's series exists from the start (0), for the dashboard's webhook panel.
+for _outcome in ("succeeded", "retry", "blocked", "gone", "failed", "skipped", "enqueue_failed"):
+    WEBHOOK_DELIVERIES.labels(outcome=_outcome)
