@@ -5,11 +5,13 @@ same port, to play a receiver that is down for a while."""
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fakes.tls import TlsFiles
 from tests.support import free_port
 
 
@@ -21,17 +23,21 @@ class Received:
 
 
 class WebhookReceiver:
-    def __init__(self) -> None:
+    def __init__(self, *, tls: TlsFiles | None = None, host_name: str = "127.0.0.1") -> None:
+        self.tls = tls
+        self.host_name = host_name
         self.port = free_port()
         self.status = 200
         self.received: list[Received] = []
+        self.sni: list[str | None] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/questions"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host_name}:{self.port}/hooks/questions"
 
     def start(self) -> WebhookReceiver:
         receiver = self
@@ -59,10 +65,19 @@ class WebhookReceiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.tls.cert, self.tls.key)
+            context.sni_callback = self._record_sni
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
+
+    def _record_sni(self, connection: Any, name: str | None, context: Any) -> None:
+        with self._lock:
+            self.sni.append(name)
 
     def stop(self) -> None:
         if self._server is not None:

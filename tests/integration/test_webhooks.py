@@ -30,6 +30,7 @@ from questions.sqs.queues import queue_depth, queues_create
 from questions.sqs.worker import Worker
 from questions.webhooks.services import webhook_deliver, webhook_endpoint_create
 from tests.factories import QuestionFactory, ask, wait_for_status
+from tests.fakes.tls import make_tls_files
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.support import assert_json_error, wait_until
 
@@ -471,3 +472,38 @@ def test_create_sqs_queues_makes_the_webhook_queue_and_its_dlq(sqs_endpoint, set
     policy = json.loads(attributes["RedrivePolicy"])
     assert int(policy["maxReceiveCount"]) == settings.SQS_WEBHOOK_MAX_RECEIVE_COUNT == 100
     assert policy["deadLetterTargetArn"].endswith(f"{name}-dlq")
+
+
+# --- https: connected to the checked address, the name in SNI and the certificate check
+
+
+@pytest.mark.parametrize("certified_name", ["localhost", "elsewhere.example"])
+def test_https_pins_the_address_and_verifies_the_name(
+    settings, monkeypatch, tmp_path, user, webhook_queue, certified_name
+):
+    """The URL names `localhost`; the sender connects to the address it resolved and checked,
+    sends SNI `localhost` and accepts only a certificate for that name."""
+    tls = make_tls_files(tmp_path, dns_name=certified_name)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca))  # trust the test CA (OpenSSL's own variable)
+    settings.QUESTIONS_WEBHOOK_ALLOW_HTTP = False
+    settings.QUESTIONS_WEBHOOK_ALLOWED_NETWORKS = [*LOOPBACK, ip_network("::1/128")]
+    receiver = WebhookReceiver(tls=tls, host_name="localhost").start()
+    try:
+        _, secret = webhook_endpoint_create(
+            owner=user, url=receiver.url, events=["question.cancelled"]
+        )
+        delivery = delivery_of(cancelled_job(user))
+        if certified_name == "localhost":
+            assert webhook_deliver(delivery_id=str(delivery.pk)) == "succeeded"
+            [received] = receiver.requests()
+            assert received.headers["host"] == f"localhost:{receiver.port}"
+            assert receiver.sni == ["localhost"]
+            assert verified(secret, received)["data"]["status"] == "cancelled"
+        else:
+            with pytest.raises(RetryLater):
+                webhook_deliver(delivery_id=str(delivery.pk))
+            stored = WebhookDelivery.objects.get(pk=delivery.pk)
+            assert stored.last_error.startswith("TLS failed"), stored.last_error
+            assert receiver.requests() == []
+    finally:
+        receiver.stop()
