@@ -63,9 +63,10 @@ class WebhookDelivery(models.Model):
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
     )
-    # Kept when the job is pruned: the delivery's own record stays readable.
+    # Deleted with its job: the payload holds the question and the answer, which prune_jobs
+    # (retention) must not leave behind.
     question = models.ForeignKey(
-        "questions.Question", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "questions.Question", on_delete=models.CASCADE, related_name="webhook_deliveries"
     )
     event = models.CharField(max_length=32, choices=WebhookEvent.choices)
     payload = models.TextField(editable=False)

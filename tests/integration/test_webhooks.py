@@ -23,6 +23,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from questions import metrics
 from questions.models import Question, WebhookDelivery, WebhookEndpoint
+from questions.retention import questions_prune
 from questions.services import question_cancel
 from questions.sqs.client import get_sqs_client
 from questions.sqs.exceptions import RetryLater
@@ -507,3 +508,14 @@ def test_https_pins_the_address_and_verifies_the_name(
             assert receiver.requests() == []
     finally:
         receiver.stop()
+
+
+def test_pruning_a_job_deletes_its_deliveries(api, user, webhook_queue, receiver):
+    """A delivery's payload holds the question and the answer: retention takes it too."""
+    register(api, receiver.url)
+    question = cancelled_job(user)
+    assert WebhookDelivery.objects.filter(question=question).count() == 1
+    report = questions_prune(created_before=timezone.now() + timedelta(seconds=1))
+    assert report.deleted == 1
+    assert not WebhookDelivery.objects.exists()
+    assert WebhookEndpoint.objects.count() == 1
