@@ -519,3 +519,44 @@ def test_pruning_a_job_deletes_its_deliveries(api, user, webhook_queue, receiver
     assert report.deleted == 1
     assert not WebhookDelivery.objects.exists()
     assert WebhookEndpoint.objects.count() == 1
+
+
+# --- As deployed: the job worker and the webhook worker as two real processes
+
+
+def test_two_worker_processes_ask_answer_and_deliver(
+    api, user, queues, fake_llm, worker_process, webhook_queue, receiver, settings
+):
+    """`run_sqs_worker` on the job queue ends the job and records the event; a second
+    `run_sqs_worker --queue <webhook queue>` delivers it (docker-compose's webhook-worker)."""
+    secret = register(api, receiver.url, ["question.succeeded"])["secret"]
+    env = {
+        "SQS_WEBHOOK_QUEUE_NAME": webhook_queue,
+        "SQS_WEBHOOK_DLQ_NAME": settings.SQS_WEBHOOK_DLQ_NAME,
+        "QUESTIONS_WEBHOOK_ALLOW_HTTP": "true",
+        "QUESTIONS_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
+    worker_process("--requeue-interval=0", env=env)
+    worker_process(
+        f"--queue={webhook_queue}",
+        f"--dlq={settings.SQS_WEBHOOK_DLQ_NAME}",
+        "--requeue-interval=0",
+        env=env,
+    )
+    job_id = api.post("/api/questions/", {"question": "Tell me?"}, format="json").json()["id"]
+    wait_until(lambda: receiver.requests(), timeout=30, what="the event from the webhook worker")
+
+    [received] = receiver.requests()
+    body = verified(secret, received)
+    assert (body["type"], body["data"]["id"], body["data"]["status"]) == (
+        "question.succeeded",
+        job_id,
+        "succeeded",
+    )
+    delivery = WebhookDelivery.objects.get(question_id=job_id)
+    assert received.headers["webhook-id"] == delivery.webhook_id
+    wait_until(
+        lambda: WebhookDelivery.objects.get(pk=delivery.pk).status == Delivery.SUCCEEDED,
+        timeout=10,
+        what="the delivery stored as succeeded",
+    )
