@@ -159,6 +159,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for the webhook events wherever the schema lists them (README "Webhooks").
+    "ENUM_NAME_OVERRIDES": {"WebhookEventEnum": "questions.webhooks.models.WebhookEvent"},
 }
 
 # --- Background work: Django's Tasks API, sent to SQS by this project's backend.

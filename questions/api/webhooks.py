@@ -14,6 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+# The one description of an error body, shared with the job endpoints.
+from questions.api.views import _ERROR
 from questions.api.webhook_serializers import (
     WebhookEndpointInputSerializer,
     WebhookEndpointOutputSerializer,
@@ -32,7 +34,6 @@ from questions.webhooks.services import (
 if TYPE_CHECKING:
     from questions.api.views import AuthenticatedRequest
 
-_ERROR = OpenApiResponse(description="JSON error: {error, detail, fields?}")
 _EVENT_CALLBACK = OpenApiCallback(
     name="questionEvent",
     path="{$request.body#/url}",
