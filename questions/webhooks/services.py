@@ -43,6 +43,8 @@ DeliveryStatus = WebhookDelivery.Status
 URL_MAX_LENGTH = 2000
 # An attempt's claim outlasts its timeout by this much (the database writes around it).
 CLAIM_MARGIN_SECONDS = 30
+# A message back a little before its delivery's next attempt is due still makes the attempt.
+_EARLY = timedelta(seconds=2)
 EVENT_OF_STATUS: dict[str, str] = {
     Question.Status.SUCCEEDED: WebhookEvent.SUCCEEDED,
     Question.Status.FAILED: WebhookEvent.FAILED,
@@ -256,6 +258,10 @@ def webhook_deliver(*, delivery_id: str) -> str:
         metrics.WEBHOOK_DELIVERIES.labels(outcome="skipped").inc()
         return "skipped"
     now = timezone.now()
+    if delivery.next_attempt_at is not None and delivery.next_attempt_at > now + _EARLY:
+        # A second message of this delivery (sent again by staff, or redelivered by SQS):
+        # it keeps to the schedule rather than adding attempts.
+        raise RetryLater((delivery.next_attempt_at - now).total_seconds(), "not due yet")
     claim = timedelta(seconds=settings.QUESTIONS_WEBHOOK_TIMEOUT + CLAIM_MARGIN_SECONDS)
     claimed = (
         WebhookDelivery.objects.filter(
@@ -265,7 +271,7 @@ def webhook_deliver(*, delivery_id: str) -> str:
         .update(claimed_until=now + claim)
     )
     if not claimed:
-        return "duplicate"
+        return _claimed_elsewhere(delivery.pk, now)
     status_code: int | None = None
     outcome = "retry"
     try:
@@ -287,6 +293,11 @@ def webhook_deliver(*, delivery_id: str) -> str:
         error, outcome = f"Refused: {exc}", "blocked"
     except (SendFailed, SecretUnreadable) as exc:
         error = str(exc)
+    except Exception as exc:
+        # A failed attempt like any other (retried on schedule), not an error that leaves the
+        # delivery claimed while its message is retried and then dropped as a duplicate.
+        logger.exception("webhook attempt failed unexpectedly")
+        error = f"Internal error ({type(exc).__name__}); it will be tried again."
     attempts = delivery.attempts + 1
     if status_code is not None and 200 <= status_code < 300:
         if not _delivery_finish(delivery, DeliveryStatus.SUCCEEDED, status_code=status_code):
@@ -333,6 +344,16 @@ def webhook_deliver(*, delivery_id: str) -> str:
     if not updated:
         return "duplicate"
     raise RetryLater(delay, f"webhook attempt {attempts} failed")
+
+
+def _claimed_elsewhere(delivery_id: uuid.UUID, now: datetime) -> str:
+    """Another attempt holds the delivery: come back when its claim lapses (its worker may have
+    died), unless the delivery is already settled."""
+    current = WebhookDelivery.objects.filter(pk=delivery_id).values("status", "claimed_until")
+    row = current.first()
+    if row is None or row["status"] != DeliveryStatus.PENDING or row["claimed_until"] is None:
+        return "duplicate"
+    raise RetryLater(max((row["claimed_until"] - now).total_seconds(), 1.0), "claimed elsewhere")
 
 
 def _delivery_finish(

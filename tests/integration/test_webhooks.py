@@ -560,3 +560,29 @@ def test_two_worker_processes_ask_answer_and_deliver(
         timeout=10,
         what="the delivery stored as succeeded",
     )
+
+
+def test_a_second_message_of_a_delivery_neither_sends_twice_nor_is_lost(
+    api, user, webhook_queue, receiver
+):
+    """SQS delivers at least once and staff may send again: a message whose delivery another
+    attempt holds comes back when that claim lapses; one early for the schedule waits for it."""
+    register(api, receiver.url)
+    delivery = delivery_of(cancelled_job(user))
+    WebhookDelivery.objects.update(claimed_until=timezone.now() + timedelta(seconds=30))
+    with pytest.raises(RetryLater) as held:
+        webhook_deliver(delivery_id=str(delivery.pk))
+    assert 25 < held.value.delay <= 30
+    WebhookDelivery.objects.update(
+        claimed_until=None, next_attempt_at=timezone.now() + timedelta(seconds=60)
+    )
+    with pytest.raises(RetryLater) as early:
+        webhook_deliver(delivery_id=str(delivery.pk))
+    assert 55 < early.value.delay <= 60
+    assert receiver.requests() == []
+    # Due (or its claim lapsed): sent once.
+    WebhookDelivery.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    WebhookDelivery.objects.update(next_attempt_at=timezone.now())
+    assert webhook_deliver(delivery_id=str(delivery.pk)) == "succeeded"
+    assert webhook_deliver(delivery_id=str(delivery.pk)) == "duplicate"
+    assert len(receiver.requests()) == 1
