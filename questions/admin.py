@@ -19,9 +19,17 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from questions.limits import Limits, limits_of
-from questions.models import ApiToken, Question, UserQuota, UserSpend
+from questions.models import (
+    ApiToken,
+    Question,
+    UserQuota,
+    UserSpend,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from questions.selectors import user_spend_list
 from questions.services import QuestionAlreadyFinished, question_cancel, question_retry
+from questions.webhooks.services import webhook_delivery_resend
 
 CSV_COLUMNS = (
     "id",
@@ -339,3 +347,108 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
         return False
+
+
+# --- Completion webhooks: endpoints and their deliveries. The signing secret is shown nowhere
+# (not even encrypted): the owner sees it once, on the page or in the API, when it is made.
+class WebhookDeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    fields = ("event", "status", "attempts", "last_status_code", "next_attempt_at", "created_at")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ("-created_at",)
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ("url", "owner", "events", "is_active", "failing_since", "disabled_reason")
+    list_filter = ("is_active", "created_at")
+    search_fields = ("url", "owner__username")
+    list_select_related = ("owner",)
+    fields = (
+        "url",
+        "owner",
+        "events",
+        "is_active",
+        "failing_since",
+        "disabled_at",
+        "disabled_reason",
+        "created_at",
+    )
+    readonly_fields = fields
+    inlines = (WebhookDeliveryInline,)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: WebhookEndpoint | None = None
+    ) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = (
+        "webhook_id",
+        "event",
+        "endpoint",
+        "status",
+        "attempts",
+        "last_status_code",
+        "short_error",
+        "next_attempt_at",
+        "created_at",
+    )
+    list_filter = ("status", "event", "created_at")
+    search_fields = ("id", "endpoint__url", "endpoint__owner__username")
+    list_select_related = ("endpoint",)
+    fields = (
+        "webhook_id",
+        "endpoint",
+        "question",
+        "event",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_error",
+        "next_attempt_at",
+        "retry_until",
+        "created_at",
+        "finished_at",
+        "payload",
+    )
+    readonly_fields = fields
+    actions = ("send_again",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: WebhookDelivery | None = None
+    ) -> bool:
+        return False
+
+    @admin.display(description="webhook-id")
+    def webhook_id(self, delivery: WebhookDelivery) -> str:
+        return delivery.webhook_id
+
+    @admin.display(description="last error")
+    def short_error(self, delivery: WebhookDelivery) -> str:
+        return delivery.last_error[:80]
+
+    @admin.action(description="Send selected deliveries again", permissions=["view"])
+    def send_again(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        count = 0
+        for delivery in queryset:
+            with transaction.atomic():
+                webhook_delivery_resend(delivery=delivery)
+            count += 1
+        self.message_user(
+            request,
+            f"{count} deliver{'ies' if count != 1 else 'y'} sent again, under the same webhook-id.",
+            messages.SUCCESS,
+        )

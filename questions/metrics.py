@@ -110,3 +110,14 @@ EVENTS_WATCHERS = Gauge(
     "Server-Sent Events streams of jobs open now in this process.",
     multiprocess_mode="livesum",
 )
+
+WEBHOOK_DELIVERIES = Counter(
+    "questions_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: succeeded, retry (failed, will be retried), blocked "
+    "(address refused, will be retried), gone (410, endpoint disabled), failed (given up), "
+    "skipped (endpoint disabled), enqueue_failed (not sent to SQS).",
+    ["outcome"],
+)
+# Every outcome's series exists from the start (0), for the dashboard's webhook panel.
+for _outcome in ("succeeded", "retry", "blocked", "gone", "failed", "skipped", "enqueue_failed"):
+    WEBHOOK_DELIVERIES.labels(outcome=_outcome)

@@ -182,3 +182,21 @@ class UserSpend(get_user_model()):  # type: ignore[misc]
         proxy = True
         verbose_name = "spend per user"
         verbose_name_plural = "spend per user"
+
+
+# Completion webhooks live in a module of their own; the app's models module names them.
+from questions.webhooks.models import (  # noqa: E402
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+
+__all__ = [
+    "ApiToken",
+    "Question",
+    "UserQuota",
+    "UserSpend",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
+]

@@ -29,8 +29,10 @@ def questions_prune(*, created_before: datetime, batch_size: int = 1000) -> Prun
             ids = list(old.order_by("created_at").values_list("pk", flat=True)[:batch_size])
             if not ids:
                 break
-            count, _ = Question.objects.filter(pk__in=ids).delete()
+            # Their webhook deliveries (payloads with the question and answer) go with them;
+            # the report counts jobs only.
+            _, per_model = Question.objects.filter(pk__in=ids).delete()
         job_cache_delete_many(ids)
-        deleted += count
+        deleted += per_model.get(Question._meta.label, 0)
         batches += 1
     return PruneReport(deleted=deleted, batches=batches)

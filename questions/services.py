@@ -29,6 +29,7 @@ from questions.llm.client import Completion
 from questions.llm.text import storable_text
 from questions.models import Question
 from questions.pricing import completion_cost
+from questions.webhooks.services import webhook_events_record
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -344,6 +345,7 @@ def _finish(question: Question, status: str, **fields: object) -> bool:
             (now - question.started_at).total_seconds()
         )
     job_cache_set(question)
+    webhook_events_record(question=question)
     return True
 
 
@@ -490,6 +492,7 @@ def _cancelled(question: Question, *, previous: str, now: datetime) -> Question:
     question.status = Status.CANCELLED
     question.finished_at = now
     question.claim_expires_at = None
+    webhook_events_record(question=question)
     metrics.JOBS_CANCELLED.labels(previous_status=previous).inc()
     logger.info("job cancelled", extra={"job_id": str(question.pk), "previous_status": previous})
     if previous == Status.QUEUED:

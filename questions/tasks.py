@@ -7,6 +7,7 @@ from django.tasks.base import TaskContext
 
 from questions.answering import question_answer
 from questions.sqs.backoff import DEFAULT_MAX_ATTEMPTS
+from questions.webhooks.services import webhook_deliver
 
 
 @task(takes_context=True)
@@ -15,3 +16,11 @@ async def answer_question(context: TaskContext, job_id: str) -> str:
     happened. Asynchronous: hundreds run at once on the worker's event loop."""
     max_attempts = getattr(context, "max_attempts", DEFAULT_MAX_ATTEMPTS)
     return await question_answer(job_id=job_id, max_attempts=max_attempts)
+
+
+@task(queue_name="webhooks")
+def deliver_webhook(delivery_id: str) -> str:
+    """One attempt to deliver a webhook (questions.webhooks.services.webhook_deliver). Runs on
+    a thread of the worker that consumes SQS_WEBHOOK_QUEUE_NAME; a failed attempt raises
+    RetryLater and comes back after the backoff."""
+    return webhook_deliver(delivery_id=delivery_id)

@@ -51,6 +51,11 @@ pids+=($!)
 # One worker process: SQLite takes one writer at a time.
 setsid $PY manage.py run_sqs_worker --processes 1 --concurrency 4 --wait-time 5 &
 pids+=($!)
+# Webhook deliveries: the same worker on their own queue (README "Webhooks").
+setsid $PY manage.py run_sqs_worker --processes 1 --concurrency 4 --wait-time 5 \
+  --queue "${SQS_WEBHOOK_QUEUE_NAME:-questions-webhooks}" \
+  --dlq "${SQS_WEBHOOK_DLQ_NAME:-questions-webhooks-dlq}" --requeue-interval 0 &
+pids+=($!)
 
 cat <<MSG
 

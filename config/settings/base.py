@@ -183,10 +183,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # Enums named for what they are (by default they take the field's name: ErrorEnum, …).
+    # Enums named for what they are (by default they take the field's name: ErrorEnum, …); one
+    # name for the webhook events wherever the schema lists them (README "Webhooks").
     "ENUM_NAME_OVERRIDES": {
         "AskRefusedCode": "questions.api.schema.ASK_REFUSED_CODES",
         "JobEventName": "questions.api.schema.EVENT_NAMES",
+        "WebhookEventEnum": "questions.webhooks.models.WebhookEvent",
     },
 }
 
@@ -194,6 +196,8 @@ SPECTACULAR_SETTINGS = {
 TASKS = {
     "default": {
         "BACKEND": "questions.sqs.backend.SQSTaskBackend",
+        # "default" is SQS_QUEUE_NAME (the jobs), "webhooks" is SQS_WEBHOOK_QUEUE_NAME.
+        "QUEUES": ["default", "webhooks"],
     }
 }
 AWS_REGION = env_str("AWS_REGION", default="us-east-1")
@@ -380,3 +384,27 @@ SECURE_CSP = {
 QUESTIONS_RETENTION_DAYS = env_int("QUESTIONS_RETENTION_DAYS", default=90)
 # /readyz reuses its result this long (seconds), so that probes cannot turn into load.
 READYZ_CACHE_SECONDS = env_float("READYZ_CACHE_SECONDS", default=1.0)
+
+# --- Completion webhooks (README "Webhooks"; questions/webhooks/).
+# Deliveries have a queue and DLQ of their own, consumed by a second worker process
+# (`run_sqs_worker --queue $SQS_WEBHOOK_QUEUE_NAME --dlq $SQS_WEBHOOK_DLQ_NAME`).
+SQS_WEBHOOK_QUEUE_NAME = env_str("SQS_WEBHOOK_QUEUE_NAME", default="questions-webhooks")
+SQS_WEBHOOK_DLQ_NAME = env_str("SQS_WEBHOOK_DLQ_NAME", default="questions-webhooks-dlq")
+# Receives of one delivery message before SQS dead-letters it: above the retries of a day.
+SQS_WEBHOOK_MAX_RECEIVE_COUNT = env_int("SQS_WEBHOOK_MAX_RECEIVE_COUNT", default=100)
+# The key that encrypts the signing secrets at rest (Fernet, via HKDF). Unset: derived from
+# DJANGO_SECRET_KEY, so rotating that key makes the stored secrets unreadable (rotate them then).
+QUESTIONS_WEBHOOK_SECRET_KEY = env_optional("QUESTIONS_WEBHOOK_SECRET_KEY")
+# https only unless this is true (local development, tests).
+QUESTIONS_WEBHOOK_ALLOW_HTTP = env_bool("QUESTIONS_WEBHOOK_ALLOW_HTTP", default=False)
+# Loopback, private, link-local, multicast and reserved addresses are refused unless listed here.
+QUESTIONS_WEBHOOK_ALLOWED_NETWORKS = env_networks("QUESTIONS_WEBHOOK_ALLOWED_NETWORKS")
+# Seconds for one delivery attempt, connect to last byte read.
+QUESTIONS_WEBHOOK_TIMEOUT = env_float("QUESTIONS_WEBHOOK_TIMEOUT", default=10.0)
+# Retries (the backoff policy of questions/sqs/backoff.py): base and cap of the delay, seconds,
+# for RETRY_WINDOW seconds; an endpoint failing that long is disabled.
+QUESTIONS_WEBHOOK_RETRY_BASE = env_float("QUESTIONS_WEBHOOK_RETRY_BASE", default=30.0)
+QUESTIONS_WEBHOOK_RETRY_CAP = env_float("QUESTIONS_WEBHOOK_RETRY_CAP", default=3600.0)
+QUESTIONS_WEBHOOK_RETRY_WINDOW = env_int("QUESTIONS_WEBHOOK_RETRY_WINDOW", default=24 * 3600)
+# Endpoints one user may register.
+QUESTIONS_WEBHOOK_MAX_PER_USER = env_int("QUESTIONS_WEBHOOK_MAX_PER_USER", default=10)

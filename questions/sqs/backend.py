@@ -1,9 +1,9 @@
 """A `django.tasks` backend that sends each enqueued task to an SQS queue.
 
-`run_sqs_worker` is its worker. Django's task queue name "default" maps to `SQS_QUEUE_NAME`.
-A message sent inside `message_group(id)` (or given a group by `enqueue_many`) carries that
-SQS MessageGroupId: on a standard queue, SQS fair queues then keep one tenant's flood of messages
-from delaying the others' (consumers need no change).
+`run_sqs_worker` is its worker. Django's task queue name "default" maps to `SQS_QUEUE_NAME`,
+"webhooks" to `SQS_WEBHOOK_QUEUE_NAME`. A message sent inside `message_group(id)` (or given a
+group by `enqueue_many`) carries that SQS MessageGroupId: on a standard queue, SQS fair queues
+then keep one tenant's flood of messages from delaying the others' (consumers need no change).
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def message_group(group_id: str | None) -> Iterator[None]:
 def sqs_queue_name(task_queue_name: str) -> str:
     if task_queue_name == "default":
         return settings.SQS_QUEUE_NAME
+    if task_queue_name == "webhooks":
+        return settings.SQS_WEBHOOK_QUEUE_NAME
     return task_queue_name
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from questions.web import views
+from questions.web import views, webhooks
 
 app_name = "questions"
 
@@ -13,4 +13,5 @@ urlpatterns = [
     path("questions/<uuid:pk>/live/", views.live, name="live"),
     path("questions/<uuid:pk>/cancel/", views.cancel, name="cancel"),
     path("account/token/", views.token, name="token"),
+    path("account/webhooks/", webhooks.webhooks, name="webhooks"),
 ]
