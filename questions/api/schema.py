@@ -18,7 +18,7 @@ from rest_framework import serializers
 # The codes of questions.limits.AskRefused, and the names of a job's events (questions.api.events);
 # their components are named in SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].
 ASK_REFUSED_CODES = ["throttled", "too_many_open_jobs", "budget_exceeded"]
-EVENT_NAMES = ["status", "delta", "done", "failed", "cancelled"]
+EVENT_NAMES = ["status", "reset", "delta", "done", "failed", "cancelled"]
 
 
 # Every error of the API (questions.api.errors.exception_handler), 429s of the limits on asking
@@ -107,7 +107,8 @@ SERVER_SENT_EVENT = inline_serializer(
         "event": serializers.ChoiceField(
             choices=EVENT_NAMES,
             help_text=(
-                "`status`: data `{status}`; `delta`: data `{text}`, the next piece of the "
+                "`status`: data `{status}`; `reset`: data `{attempt}`, a new attempt starts "
+                "and the text so far is void; `delta`: data `{text}`, the next piece of the "
                 "answer; `done` / `failed` / `cancelled`: data is the finished job (as GET "
                 "returns it), and the stream ends."
             ),

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 # The one description of an error body, shared with the job endpoints.
-from questions.api.views import _ERROR
+from questions.api.schema import WWW_AUTHENTICATE, errors
 from questions.api.webhook_serializers import (
     WebhookEndpointInputSerializer,
     WebhookEndpointOutputSerializer,
@@ -75,7 +75,8 @@ class WebhookListCreateApi(APIView):
     @extend_schema(
         operation_id="webhooks_create",
         request=WebhookEndpointInputSerializer,
-        responses={201: WebhookEndpointWithSecretSerializer, 400: _ERROR, 401: _ERROR, 415: _ERROR},
+        responses={201: WebhookEndpointWithSecretSerializer, **errors(400, 401, 403, 406, 415)},
+        parameters=[WWW_AUTHENTICATE],
         callbacks=[_EVENT_CALLBACK],
     )
     def post(self, request: AuthenticatedRequest) -> Response:
@@ -95,7 +96,8 @@ class WebhookListCreateApi(APIView):
 
     @extend_schema(
         operation_id="webhooks_list",
-        responses={200: WebhookEndpointOutputSerializer(many=True), 401: _ERROR},
+        responses={200: WebhookEndpointOutputSerializer(many=True), **errors(401, 406)},
+        parameters=[WWW_AUTHENTICATE],
     )
     def get(self, request: Request) -> Response:
         endpoints = webhook_endpoint_list(user=request.user)
@@ -107,14 +109,16 @@ class WebhookDetailApi(APIView):
 
     @extend_schema(
         operation_id="webhooks_retrieve",
-        responses={200: WebhookEndpointOutputSerializer, 401: _ERROR, 404: _ERROR},
+        responses={200: WebhookEndpointOutputSerializer, **errors(401, 404, 406)},
+        parameters=[WWW_AUTHENTICATE],
     )
     def get(self, request: Request, pk: uuid.UUID) -> Response:
         return Response(WebhookEndpointOutputSerializer(_endpoint(request, pk)).data)
 
     @extend_schema(
         operation_id="webhooks_destroy",
-        responses={204: None, 401: _ERROR, 404: _ERROR},
+        responses={204: None, **errors(401, 403, 404, 406)},
+        parameters=[WWW_AUTHENTICATE],
     )
     def delete(self, request: Request, pk: uuid.UUID) -> Response:
         webhook_endpoint_delete(endpoint=_endpoint(request, pk))
@@ -127,7 +131,8 @@ class WebhookRotateSecretApi(APIView):
     @extend_schema(
         operation_id="webhooks_rotate_secret",
         request=None,
-        responses={200: WebhookEndpointWithSecretSerializer, 401: _ERROR, 404: _ERROR},
+        responses={200: WebhookEndpointWithSecretSerializer, **errors(401, 403, 404, 406)},
+        parameters=[WWW_AUTHENTICATE],
     )
     def post(self, request: Request, pk: uuid.UUID) -> Response:
         endpoint = _endpoint(request, pk)
@@ -142,7 +147,8 @@ class WebhookEnableApi(APIView):
     @extend_schema(
         operation_id="webhooks_enable",
         request=None,
-        responses={200: WebhookEndpointOutputSerializer, 400: _ERROR, 401: _ERROR, 404: _ERROR},
+        responses={200: WebhookEndpointOutputSerializer, **errors(400, 401, 403, 404, 406)},
+        parameters=[WWW_AUTHENTICATE],
     )
     def post(self, request: Request, pk: uuid.UUID) -> Response:
         endpoint = webhook_endpoint_enable(endpoint=_endpoint(request, pk))
