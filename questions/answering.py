@@ -22,12 +22,13 @@ from opentelemetry import trace
 
 from config.logging import bind_job_id
 from questions import metrics
-from questions.answer_stream import LiveAnswer, stash_get, stash_put
+from questions.answer_stream import LiveAnswer, stash_get_call, stash_put
 from questions.attribution import provider_user_id
+from questions.ledger import call_usage, llm_call_record
 from questions.llm import ratelimit
 from questions.llm.client import Completion, LLMClient, Progress, get_llm_client
 from questions.llm.errors import classify_llm_error
-from questions.models import Question
+from questions.models import LLMCall, Question
 from questions.pricing import call_tokens_bound
 from questions.services import (
     Claim,
@@ -77,10 +78,11 @@ async def question_answer(*, job_id: str, max_attempts: int) -> str:
             error = f"Gave up after {max_attempts} attempts: the worker stopped during the call."
             logger.warning("job failed: too many attempts", extra={"attempt": question.attempts})
             return await _fail(question, live, error, llm.model)
-        stashed = await stash_get(question.pk) if question.attempts > 1 else None
+        stashed = await stash_get_call(question.pk) if question.attempts > 1 else None
         if stashed is not None:
             logger.info("reusing the answer stashed by an earlier attempt; no new LLM call")
-            return await _store(question, live, stashed)
+            completion, call_id = stashed
+            return await _store(question, live, completion, call_id)
         return await _call(question, live, llm, max_attempts, lease)
 
 
@@ -90,6 +92,7 @@ async def _call(
     await live.start()
     await ratelimit.acquire(llm.model, call_tokens_bound(question=question.text))
     progress = Progress()
+    call_id = uuid.uuid4()  # its ledger row's id, whatever the outcome
     call = asyncio.ensure_future(
         llm.complete(
             question.text,
@@ -104,26 +107,55 @@ async def _call(
         completion = await call
     except asyncio.CancelledError:
         if not watch.cancelled:
-            raise  # the worker itself is stopping
+            # The worker itself is stopping: the call was paid all the same.
+            await _record_call(call_id, question, llm, progress, LLMCall.Outcome.INTERRUPTED)
+            raise
         logger.info("job cancelled during the LLM call; keeping the partial answer")
         partial = progress.partial(question.text, llm.model)
-        await run_db(question_store_cancelled, question=question, completion=partial)
+        await run_db(
+            question_store_cancelled, question=question, completion=partial, call_id=call_id
+        )
         await live.finish(Status.CANCELLED)
         return Status.CANCELLED
     except Exception as exc:
-        return await _call_failed(question, live, llm, exc, max_attempts)
+        return await _call_failed(question, live, llm, exc, max_attempts, progress, call_id)
     finally:
         jobs.forget(question.pk)
-    await stash_put(question.pk, question.attempts, completion)
-    return await _store(question, live, completion)
+    await stash_put(question.pk, question.attempts, completion, call_id=call_id)
+    return await _store(question, live, completion, call_id)
+
+
+async def _record_call(
+    call_id: uuid.UUID, question: Question, llm: LLMClient, progress: Progress, outcome: str
+) -> None:
+    """The ledger row of a call that brought no answer, at what it used so far. Shielded: a
+    worker stopping mid-write still writes it (as far as the process lives)."""
+    usage = call_usage(progress=progress, question=question.text, model=llm.model)
+    write = run_db(
+        llm_call_record, call_id=call_id, question=question, completion=usage, outcome=outcome
+    )
+    try:
+        await asyncio.shield(write)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("could not write the ledger row of an LLM call")
 
 
 async def _call_failed(
-    question: ClaimedQuestion, live: LiveAnswer, llm: LLMClient, exc: Exception, max_attempts: int
+    question: ClaimedQuestion,
+    live: LiveAnswer,
+    llm: LLMClient,
+    exc: Exception,
+    max_attempts: int,
+    progress: Progress,
+    call_id: uuid.UUID,
 ) -> str:
     failure = classify_llm_error(exc)
     log_extra = {"reason": failure.reason, "attempt": question.attempts}
+    outcome = LLMCall.Outcome
     if failure.reason == "rate_limited":
+        await _record_call(call_id, question, llm, progress, outcome.RATE_LIMITED)
         # The provider's limit, not the job's fault: pause every call, keep the attempt.
         await ratelimit.penalize(llm.model, failure.retry_after or PAUSE_WITHOUT_RETRY_AFTER)
         waited = (question.db_now - question.created_at).total_seconds()
@@ -140,11 +172,13 @@ async def _call_failed(
         logger.warning("rate limited, will retry", extra={**log_extra, "delay": delay})
         raise RetryLater(delay, failure.reason) from exc
     if failure.retryable and question.attempts < max_attempts:
+        await _record_call(call_id, question, llm, progress, outcome.RETRIED)
         delay = JOB_BACKOFF.delay(question.attempts, failure.retry_after)
         await _release(question, live, failure.message, delay, count_attempt=True)
         metrics.JOB_RETRIES.labels(reason=failure.reason).inc()
         logger.warning("LLM call failed, will retry", extra={**log_extra, "delay": delay})
         raise RetryLater(delay, failure.reason) from exc
+    await _record_call(call_id, question, llm, progress, outcome.FAILED)
     error = failure.message
     if failure.retryable:
         error = f"{failure.message} Gave up after {question.attempts} attempts."
@@ -165,12 +199,16 @@ async def _release(
     await live.requeued()
 
 
-async def _store(question: Question, live: LiveAnswer, completion: Completion) -> str:
+async def _store(
+    question: Question, live: LiveAnswer, completion: Completion, call_id: uuid.UUID
+) -> str:
     """Store a paid answer: retried with backoff on a fresh connection; an answer PostgreSQL
     cannot take fails the job (paid once) instead of being asked for again."""
     for attempt in range(1, STORE_TRIES + 1):
         try:
-            stored = await run_db(question_succeed, question=question, completion=completion)
+            stored = await run_db(
+                question_succeed, question=question, completion=completion, call_id=call_id
+            )
             break
         except DataError:
             logger.exception("the answer could not be stored")
@@ -186,7 +224,9 @@ async def _store(question: Question, live: LiveAnswer, completion: Completion) -
     status = Status.SUCCEEDED
     if not stored:
         # Cancelled meanwhile (the answer came in before the cut): keep it on the cancelled row.
-        cancelled = await run_db(question_store_cancelled, question=question, completion=completion)
+        cancelled = await run_db(
+            question_store_cancelled, question=question, completion=completion, call_id=call_id
+        )
         status = Status.CANCELLED if cancelled else "lost"
     await live.finish(status, drop_stash=True)
     if status == Status.SUCCEEDED:

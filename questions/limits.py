@@ -5,8 +5,10 @@ question costs money:
   Redis (one Lua call); when Redis is down, the user's questions of the last window are counted
   in PostgreSQL instead — the limit never fails open;
 - unfinished jobs: at most QUESTIONS_MAX_OPEN_PER_USER queued + running at once;
-- a daily budget in USD: today's stored cost + the worst case of the unfinished jobs + the worst
-  case of this question may not exceed QUESTIONS_DAILY_BUDGET_USD (UTC days).
+- a daily budget in USD: today's spend (the ledger: every call made this UTC day, retries and
+  partial answers included) + the worst case of the calls the unfinished jobs may still make +
+  the worst case of all the calls this question may make (QUESTIONS_MAX_ATTEMPTS each) may not
+  exceed QUESTIONS_DAILY_BUDGET_USD.
 
 The PostgreSQL checks run in the transaction that inserts the question, after
 `lock_owner()`, so that concurrent requests of one user are serialised and none can slip
@@ -25,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count, IntegerField, Min, Sum
+from django.db.models import Case, Count, F, IntegerField, Min, Q, Sum, Value, When
 from django.db.models.expressions import Func
-from django.db.models.functions import Length
+from django.db.models.functions import Greatest, Length
 from django.utils import timezone
 
 from config.env import parse_rate
 from questions import metrics
 from questions.cache import redis_call
-from questions.models import Question, UserQuota
+from questions.models import LLMCall, Question, UserQuota
 from questions.pricing import worst_case_cost
 
 if TYPE_CHECKING:
@@ -190,7 +192,10 @@ def ask_limits_check(
             free_at = recent["oldest"] + timedelta(seconds=window)
             raise _refuse_rate(limit, window, (free_at - now).total_seconds())
     limits = limits_for(owner_id=owner.pk)
-    unfinished = mine.filter(status__in=OPEN).aggregate(n=Count("pk"), size=Sum(_text_bytes()))
+    calls_left = _calls_left()
+    unfinished = mine.filter(status__in=OPEN).aggregate(
+        n=Count("pk"), calls=Sum(calls_left), size=Sum(calls_left * _text_bytes())
+    )
     if unfinished["n"] >= limits.max_open_jobs:
         metrics.ASKS_REFUSED.labels(reason="open_jobs").inc()
         raise AskRefused(
@@ -202,13 +207,12 @@ def ask_limits_check(
             retry_after=math.ceil(settings.OPENAI_TIMEOUT),
         )
     day_start = utc_day_start(now)
-    spent = mine.filter(created_at__gte=day_start, cost__isnull=False).aggregate(total=Sum("cost"))[
-        "total"
-    ]
-    committed = (spent or Decimal(0)) + worst_case_cost(
-        questions=unfinished["n"], question_bytes=unfinished["size"] or 0
+    spent = user_spend_since(user_id=owner.pk, since=day_start)
+    committed = spent + worst_case_cost(
+        questions=unfinished["calls"] or 0, question_bytes=unfinished["size"] or 0
     )
-    this_one = worst_case_cost(question_bytes=len(text.encode()))
+    attempts = settings.QUESTIONS_MAX_ATTEMPTS
+    this_one = worst_case_cost(questions=attempts, question_bytes=attempts * len(text.encode()))
     if committed + this_one > limits.daily_budget:
         metrics.ASKS_REFUSED.labels(reason="budget").inc()
         tomorrow = day_start + timedelta(days=1)
@@ -221,6 +225,21 @@ def ask_limits_check(
             ),
             retry_after=math.ceil((tomorrow - now).total_seconds()),
         )
+
+
+def user_spend_since(*, user_id: int, since: datetime) -> Decimal:
+    """What the user's LLM calls made since `since` cost, from the ledger."""
+    total = LLMCall.objects.filter(user_id=user_id, created_at__gte=since).aggregate(
+        total=Sum("cost")
+    )["total"]
+    return total or Decimal(0)
+
+
+def _calls_left() -> Any:
+    """The calls an unfinished job may still make: QUESTIONS_MAX_ATTEMPTS less those it has
+    claimed, plus the one a running job is making now (its ledger row comes when it ends)."""
+    running = Case(When(Q(status=Question.Status.RUNNING), then=Value(1)), default=Value(0))
+    return Greatest(Value(settings.QUESTIONS_MAX_ATTEMPTS) - F("attempts") + running, Value(0))
 
 
 def _text_bytes() -> Any:

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, TypedDict, cast
 
@@ -22,11 +21,11 @@ from opentelemetry import trace
 
 from questions import metrics
 from questions.cache import job_cache_delete, job_cache_set
+from questions.ledger import llm_call_record
 from questions.limits import ask_limits_check, lock_owner, rate_slot_take
 from questions.live.streams import stream_append_sync
 from questions.llm.client import Completion
-from questions.models import Question
-from questions.pricing import completion_cost
+from questions.models import LLMCall, Question
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -315,31 +314,29 @@ def clean_completion(completion: Completion) -> Completion:
     )
 
 
-def question_succeed(*, question: Question, completion: Completion) -> bool:
-    """Store the answer and what it cost (from the price table) if the claim still holds."""
+def question_succeed(
+    *, question: Question, completion: Completion, call_id: uuid.UUID, fallback_level: int = 0
+) -> bool:
+    """Store the answer if the claim still holds, and the call in the ledger (questions.ledger)
+    either way, in one transaction: the call was paid, whoever stores its answer."""
     completion = clean_completion(completion)
-    cost = _cost_of(completion)
-    stored = _finish(
-        question,
-        Status.SUCCEEDED,
-        answer=completion.text,
-        model=completion.model,
-        error="",
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        cost=cost,
-    )
-    if stored:
-        metrics.record_llm_cost(model=completion.model, cost=cost)
-    return stored
-
-
-def _cost_of(completion: Completion) -> Decimal:
-    return completion_cost(
-        model=completion.model,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-    )
+    with transaction.atomic():
+        llm_call_record(
+            call_id=call_id,
+            question=question,
+            completion=completion,
+            outcome=LLMCall.Outcome.SUCCEEDED,
+            fallback_level=fallback_level,
+        )
+        return _finish(
+            question,
+            Status.SUCCEEDED,
+            answer=completion.text,
+            model=completion.model,
+            error="",
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+        )
 
 
 def question_fail(*, question: Question, error: str, model: str = "") -> bool:
@@ -368,26 +365,34 @@ def question_release_for_retry(
     )
 
 
-def question_store_cancelled(*, question: Question, completion: Completion) -> bool:
+def question_store_cancelled(
+    *, question: Question, completion: Completion, call_id: uuid.UUID, fallback_level: int = 0
+) -> bool:
     """Keep what a stopped job was given before its call was cut off (fenced on the cancelled
-    status and this attempt, so a job cancelled and then retried is not overwritten)."""
+    status and this attempt, so a job cancelled and then retried is not overwritten), and the
+    call in the ledger, in one transaction."""
     completion = clean_completion(completion)
-    cost = _cost_of(completion)
     fields: dict[str, object] = {
         "answer": completion.text,
         "model": completion.model,
         "prompt_tokens": completion.prompt_tokens,
         "completion_tokens": completion.completion_tokens,
-        "cost": cost,
         "claim_expires_at": None,
     }
-    updated = Question.objects.filter(
-        pk=question.pk, status=Status.CANCELLED, attempts=question.attempts
-    ).update(**fields)
-    if not updated:
-        return False
-    question.refresh_from_db()
-    metrics.record_llm_cost(model=completion.model, cost=cost)
+    with transaction.atomic():
+        llm_call_record(
+            call_id=call_id,
+            question=question,
+            completion=completion,
+            outcome=LLMCall.Outcome.CANCELLED,
+            fallback_level=fallback_level,
+        )
+        updated = Question.objects.filter(
+            pk=question.pk, status=Status.CANCELLED, attempts=question.attempts
+        ).update(**fields)
+        if not updated:
+            return False
+        question.refresh_from_db()
     metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
     job_cache_set(question)
     return True
@@ -466,6 +471,9 @@ def question_retry(*, question: Question) -> bool:
         finished_at=None,
         claim_expires_at=None,
         enqueued_at=timezone.now(),
+        fallback_level=0,
+        fallback_after_attempts=0,
+        fallback_at=None,
     )
     if not updated:
         return False

@@ -209,6 +209,12 @@ for _name in (
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1.")
 
+# --- The spend ledger (questions.ledger): LLM calls a job may make in all, the worker's default
+# `--max-attempts`; the daily budget reserves this many worst-case calls for each new question
+# and what is left of them for each unfinished one.
+QUESTIONS_MAX_ATTEMPTS = env_int("QUESTIONS_MAX_ATTEMPTS", default=5)
+require_min("QUESTIONS_MAX_ATTEMPTS", QUESTIONS_MAX_ATTEMPTS, 1)
+
 # --- The answer stream of a running job (questions.live.streams): Redis streams the SSE view
 # reads.
 QUESTIONS_STREAM_TTL = env_int("QUESTIONS_STREAM_TTL", default=3600)

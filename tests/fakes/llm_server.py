@@ -27,13 +27,20 @@ these optional keys:
                       client goes away, or after ``HANG_TIMEOUT`` (300 s)
     ``latency``       seconds to wait before answering (replaces the global latency)
     ``disconnect``    ``True``: close the connection without answering
+    ``cut_after``     streamed answers only: send this many pieces of the answer (word by word)
+                      and its first chunks, then drop the connection mid-stream (no usage sent)
 
 ``stream_interval`` (configure) is the seconds between the chunks of a streamed answer
 (``stream: true``): the answer goes out word by word over time, as a real model writes it;
 0 (default) sends it in one chunk. A client that goes away mid-stream ends it (counted in
 ``cut_streams``).
 
-Precedence per call: next script item, else ``always``, else the default success.
+``by_model`` (configure) maps a model name to an ``always`` item for that model alone (e.g.
+the primary answers 500, a fallback answers): a call for such a model uses it instead of
+``always``. ``calls_by_model`` counts the calls received per model.
+
+Precedence per call: next script item, else ``by_model[model]``, else ``always``, else the
+default success.
 
 Run in the foreground with ``python -m tests.fakes.llm_server --port 8765 [--latency 0.5]``.
 """
@@ -79,10 +86,19 @@ _ITEM_KEYS: Final = frozenset(
         "latency",
         "disconnect",
         "message",
+        "cut_after",
     }
 )
 _CONFIG_KEYS: Final = frozenset(
-    {"latency", "answer", "prompt_tokens", "completion_tokens", "always", "stream_interval"}
+    {
+        "latency",
+        "answer",
+        "prompt_tokens",
+        "completion_tokens",
+        "always",
+        "stream_interval",
+        "by_model",
+    }
 )
 
 # status -> (error type, error code) where OpenAI's differ from the defaults below
@@ -148,6 +164,8 @@ def _validate_item(item: object) -> dict[str, Any]:
             raise ValueError(f"{flag} must be a bool, got {out[flag]!r}")
     if "latency" in out:
         out["latency"] = _check_seconds("latency", out["latency"])
+    if "cut_after" in out:
+        out["cut_after"] = _check_tokens("cut_after", out["cut_after"])
     if "message" in out and not isinstance(out["message"], str):
         raise ValueError(f"message must be a string, got {out['message']!r}")
     return out
@@ -445,14 +463,21 @@ class _Handler(BaseHTTPRequestHandler):
             include_usage = isinstance(stream_options, dict) and bool(
                 stream_options.get("include_usage")
             )
+            cut_after = item.get("cut_after")
             events = self._stream_events(
                 completion_id,
                 created,
                 model,
                 answer,
                 usage if include_usage else None,
-                chunked=plan.stream_interval > 0,
+                chunked=plan.stream_interval > 0 or cut_after is not None,
             )
+            if cut_after is not None:
+                # The role chunk and `cut_after` pieces, then the connection drops.
+                self._send_stream(
+                    status, events[: 1 + cut_after], plan.stream_interval, headers=headers, cut=True
+                )
+                return
             if plan.stream_interval <= 0:
                 self._send(
                     status,
@@ -494,10 +519,17 @@ class _Handler(BaseHTTPRequestHandler):
         return f"Answer to: {last_user}"
 
     def _send_stream(
-        self, status: int, events: list[bytes], interval: float, *, headers: Mapping[str, str]
+        self,
+        status: int,
+        events: list[bytes],
+        interval: float,
+        *,
+        headers: Mapping[str, str],
+        cut: bool = False,
     ) -> None:
         """Send a streamed answer chunk by chunk, `interval` seconds apart (chunked encoding);
-        stop as soon as the client goes away."""
+        stop as soon as the client goes away. `cut`: drop the connection after the last event
+        instead of ending the stream."""
         lines = [
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
             f"Server: {self.server_version}",
@@ -515,6 +547,11 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
                 self.wfile.flush()
+            if cut:
+                self.server.fake._cut_stream()
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.server.fake._cut_stream()
@@ -614,10 +651,12 @@ class FakeLLM:
         self._prompt_tokens: int | None = None
         self._completion_tokens: int | None = None
         self._always: dict[str, Any] | None = None
+        self._by_model: dict[str, dict[str, Any]] = {}
         self._stream_interval = 0.0
         self._script: deque[dict[str, Any]] = deque()
         # counters
         self._calls = 0
+        self._calls_by_model: dict[str, int] = {}
         self._cut_streams = 0
         self._requests: list[dict[str, Any]] = []
         self._in_flight = 0
@@ -712,6 +751,7 @@ class FakeLLM:
         completion_tokens: int | None | _Unset = _UNSET,
         always: Mapping[str, Any] | None | _Unset = _UNSET,
         stream_interval: float | None | _Unset = _UNSET,
+        by_model: Mapping[str, Mapping[str, Any]] | None | _Unset = _UNSET,
     ) -> None:
         """Change the default behaviour; only the given keys change, ``None`` restores the
         default (latency from the constructor, generated answer, word-count tokens, no
@@ -734,6 +774,13 @@ class FakeLLM:
         new_always = (
             always if isinstance(always, _Unset) or always is None else _validate_item(always)
         )
+        new_by_model: dict[str, dict[str, Any]] | _Unset = _UNSET
+        if by_model is None:
+            new_by_model = {}
+        elif not isinstance(by_model, _Unset):
+            if not isinstance(by_model, Mapping):
+                raise ValueError(f"by_model must be a mapping, got {by_model!r}")
+            new_by_model = {str(name): _validate_item(item) for name, item in by_model.items()}
         with self._cond:
             if not isinstance(new_latency, _Unset):
                 self._latency = new_latency
@@ -745,6 +792,8 @@ class FakeLLM:
                 self._completion_tokens = completion_tokens
             if not isinstance(new_always, _Unset):
                 self._always = new_always
+            if not isinstance(new_by_model, _Unset):
+                self._by_model = new_by_model
             if not isinstance(stream_interval, _Unset):
                 self._stream_interval = (
                     0.0
@@ -776,9 +825,11 @@ class FakeLLM:
             self._prompt_tokens = None
             self._completion_tokens = None
             self._always = None
+            self._by_model = {}
             self._stream_interval = 0.0
             self._script.clear()
             self._calls = 0
+            self._calls_by_model = {}
             self._cut_streams = 0
             self._requests = []
             self._max_in_flight = self._in_flight
@@ -791,6 +842,12 @@ class FakeLLM:
         """Chat completion requests received (counted on arrival, before any latency)."""
         with self._cond:
             return self._calls
+
+    @property
+    def calls_by_model(self) -> dict[str, int]:
+        """Chat completion requests received, per requested model."""
+        with self._cond:
+            return dict(self._calls_by_model)
 
     @property
     def cut_streams(self) -> int:
@@ -842,14 +899,20 @@ class FakeLLM:
 
     def _arrive(self, record: dict[str, Any], received_at: float, *, consume: bool) -> _Plan:
         record["_received_at"] = received_at
+        model = record.get("model")
         with self._cond:
             self._calls += 1
+            if isinstance(model, str):
+                self._calls_by_model[model] = self._calls_by_model.get(model, 0) + 1
             self._requests.append(record)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             item = None
             if consume:
-                item = self._script.popleft() if self._script else self._always
+                fallback = self._always
+                if isinstance(model, str) and model in self._by_model:
+                    fallback = self._by_model[model]
+                item = self._script.popleft() if self._script else fallback
             self._cond.notify_all()
             return _Plan(
                 item=item,
