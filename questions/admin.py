@@ -123,7 +123,7 @@ class LLMCallAdmin(admin.ModelAdmin):
     list_display = ("created_at", "user", "model", "outcome", "tokens", "cost", "question")
     list_filter = ("outcome", "model", "fallback_level", "created_at")
     search_fields = ("user__username", "model", "question__id")
-    list_select_related = ("user",)
+    list_select_related = ("user", "question")
     date_hierarchy = "created_at"
     list_per_page = 100
     fields = ("id", "question", "user", *_LEDGER_FIELDS)
@@ -150,6 +150,7 @@ class QuestionAdmin(admin.ModelAdmin):
         "owner",
         "status",
         "model",
+        "fallback",
         "attempts",
         "tokens",
         "cost",
@@ -159,6 +160,7 @@ class QuestionAdmin(admin.ModelAdmin):
     list_filter = (
         "status",
         "model",
+        "fallback_level",
         "created_at",
         ("owner", admin.RelatedOnlyFieldListFilter),
     )
@@ -171,7 +173,7 @@ class QuestionAdmin(admin.ModelAdmin):
     inlines = (LLMCallInline,)
     fieldsets = (
         (None, {"fields": ("id", "owner", "text", "status")}),
-        ("Outcome", {"fields": ("answer", "error", "model", "attempts")}),
+        ("Outcome", {"fields": ("answer", "error", "model", "fallback", "attempts")}),
         ("Usage", {"fields": ("prompt_tokens", "completion_tokens", "tokens", "cost")}),
         (
             "Timing",
@@ -209,6 +211,11 @@ class QuestionAdmin(admin.ModelAdmin):
     def short_question(self, question: Question) -> str:
         text = " ".join(question.text.split())
         return text if len(text) <= 70 else f"{text[:69]}…"
+
+    @admin.display(description="fallback", boolean=True, ordering="fallback_level")
+    def fallback(self, question: Question) -> bool:
+        """Answered by a fallback model (OPENAI_FALLBACK_MODELS), not the primary."""
+        return question.answered_by_fallback
 
     @admin.display(description="tokens")
     def tokens(self, question: Question) -> int | None:

@@ -14,7 +14,7 @@ import logging
 import uuid
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from django.conf import settings
 from django.db.utils import DataError, InterfaceError, OperationalError
@@ -24,15 +24,17 @@ from config.logging import bind_job_id
 from questions import metrics
 from questions.answer_stream import LiveAnswer, stash_get_call, stash_put
 from questions.attribution import provider_user_id
+from questions.fallback import attempts_on_model, fallback_level, may_fall_back
 from questions.ledger import call_usage, llm_call_record
 from questions.llm import ratelimit
 from questions.llm.client import Completion, LLMClient, Progress, get_llm_client
-from questions.llm.errors import classify_llm_error
+from questions.llm.errors import LLMFailure, classify_llm_error
 from questions.models import LLMCall, Question
 from questions.pricing import call_tokens_bound
 from questions.services import (
     Claim,
     question_fail,
+    question_fall_back,
     question_release_for_retry,
     question_store_cancelled,
     question_succeed,
@@ -53,6 +55,8 @@ Status = Question.Status
 STORE_TRIES = 6
 # How long every worker pauses after a 429 that names no Retry-After.
 PAUSE_WITHOUT_RETRY_AFTER = 2.0
+# How soon a job moved to the next model of the chain is delivered again.
+FALLBACK_DELAY = 1.0
 
 
 async def question_answer(*, job_id: str, max_attempts: int) -> str:
@@ -70,9 +74,9 @@ async def question_answer(*, job_id: str, max_attempts: int) -> str:
         if claim.question is None:
             return _not_claimed(claim, job_id)
         question = claim.question
-        llm = get_llm_client()
+        llm = get_llm_client(fallback_level(question))
         live = LiveAnswer(question.pk)
-        if question.attempts > max_attempts:
+        if attempts_on_model(question) > max_attempts:
             # Claimed again after workers died mid-call more often than allowed (a question that
             # crashes the worker, say): stop here instead of paying for yet another call.
             error = f"Gave up after {max_attempts} attempts: the worker stopped during the call."
@@ -158,6 +162,8 @@ async def _call_failed(
         await _record_call(call_id, question, llm, progress, outcome.RATE_LIMITED)
         # The provider's limit, not the job's fault: pause every call, keep the attempt.
         await ratelimit.penalize(llm.model, failure.retry_after or PAUSE_WITHOUT_RETRY_AFTER)
+        if may_fall_back(question, failure, retries_left=True):
+            await _fall_back(question, live, failure, count_attempt=False)
         waited = (question.db_now - question.created_at).total_seconds()
         if waited > settings.QUESTIONS_MAX_QUEUE_SECONDS:
             error = (
@@ -171,7 +177,11 @@ async def _call_failed(
         metrics.JOB_RETRIES.labels(reason=failure.reason).inc()
         logger.warning("rate limited, will retry", extra={**log_extra, "delay": delay})
         raise RetryLater(delay, failure.reason) from exc
-    if failure.retryable and question.attempts < max_attempts:
+    retries_left = failure.retryable and attempts_on_model(question) < max_attempts
+    if may_fall_back(question, failure, retries_left=retries_left):
+        await _record_call(call_id, question, llm, progress, outcome.FELL_BACK)
+        await _fall_back(question, live, failure, count_attempt=True)
+    if retries_left:
         await _record_call(call_id, question, llm, progress, outcome.RETRIED)
         delay = JOB_BACKOFF.delay(question.attempts, failure.retry_after)
         await _release(question, live, failure.message, delay, count_attempt=True)
@@ -181,9 +191,24 @@ async def _call_failed(
     await _record_call(call_id, question, llm, progress, outcome.FAILED)
     error = failure.message
     if failure.retryable:
-        error = f"{failure.message} Gave up after {question.attempts} attempts."
+        error = f"{failure.message} Gave up after {attempts_on_model(question)} attempts."
     logger.warning("job failed", extra=log_extra)
     return await _fail(question, live, error, llm.model)
+
+
+async def _fall_back(
+    question: Question, live: LiveAnswer, failure: LLMFailure, *, count_attempt: bool
+) -> NoReturn:
+    """The job goes back on the queue for the next model of the chain, at once."""
+    await run_db(
+        question_fall_back,
+        question=question,
+        error=failure.message,
+        reason=failure.reason,
+        count_attempt=count_attempt,
+    )
+    await live.requeued()
+    raise RetryLater(FALLBACK_DELAY, f"falling back: {failure.reason}")
 
 
 async def _release(

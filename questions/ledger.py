@@ -43,7 +43,6 @@ def llm_call_record(
     question: Question,
     completion: Completion,
     outcome: str,
-    fallback_level: int = 0,
 ) -> Decimal | None:
     """Write the ledger row of one call and add its cost to the job. Returns the cost added,
     or None if the row was already written (nothing changes then). Joins the caller's
@@ -61,7 +60,7 @@ def llm_call_record(
                 "question_id": question.pk,
                 "user_id": question.owner_id,
                 "model": completion.model.replace("\x00", "")[:max_model],
-                "fallback_level": fallback_level,
+                "fallback_level": question.fallback_level,
                 "attempt": question.attempts,
                 "outcome": outcome,
                 "prompt_tokens": max(completion.prompt_tokens, 0),

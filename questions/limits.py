@@ -208,11 +208,9 @@ def ask_limits_check(
         )
     day_start = utc_day_start(now)
     spent = user_spend_since(user_id=owner.pk, since=day_start)
-    committed = spent + worst_case_cost(
-        questions=unfinished["calls"] or 0, question_bytes=unfinished["size"] or 0
-    )
-    attempts = settings.QUESTIONS_MAX_ATTEMPTS
-    this_one = worst_case_cost(questions=attempts, question_bytes=attempts * len(text.encode()))
+    committed = spent + _worst_case(calls=unfinished["calls"] or 0, size=unfinished["size"] or 0)
+    calls = settings.QUESTIONS_MAX_ATTEMPTS * len(_chain_models())
+    this_one = _worst_case(calls=calls, size=calls * len(text.encode()))
     if committed + this_one > limits.daily_budget:
         metrics.ASKS_REFUSED.labels(reason="budget").inc()
         tomorrow = day_start + timedelta(days=1)
@@ -236,10 +234,31 @@ def user_spend_since(*, user_id: int, since: datetime) -> Decimal:
 
 
 def _calls_left() -> Any:
-    """The calls an unfinished job may still make: QUESTIONS_MAX_ATTEMPTS less those it has
-    claimed, plus the one a running job is making now (its ledger row comes when it ends)."""
+    """The calls an unfinished job may still make: QUESTIONS_MAX_ATTEMPTS on its current model
+    less those it has claimed there, plus the one a running job is making now (its ledger row
+    comes when it ends), plus QUESTIONS_MAX_ATTEMPTS on each fallback model after it."""
+    attempts = settings.QUESTIONS_MAX_ATTEMPTS
     running = Case(When(Q(status=Question.Status.RUNNING), then=Value(1)), default=Value(0))
-    return Greatest(Value(settings.QUESTIONS_MAX_ATTEMPTS) - F("attempts") + running, Value(0))
+    on_model = Greatest(
+        Value(attempts) - F("attempts") + F("fallback_after_attempts") + running, Value(0)
+    )
+    models_after = Greatest(Value(len(_chain_models()) - 1) - F("fallback_level"), Value(0))
+    return on_model + Value(attempts) * models_after
+
+
+def _chain_models() -> list[str]:
+    """The models a job may ask: the primary, then the fallbacks (priced as configured, even
+    while the offline demo model answers)."""
+    return [settings.OPENAI_MODEL, *(entry.model for entry in settings.OPENAI_FALLBACK_MODELS)]
+
+
+def _worst_case(*, calls: int, size: int) -> Decimal:
+    """The worst case of `calls` calls of `size` question bytes in all, at the price of the
+    dearest model a job may ask (the primary or a fallback)."""
+    return max(
+        worst_case_cost(questions=calls, question_bytes=size, model=model)
+        for model in _chain_models()
+    )
 
 
 def _text_bytes() -> Any:

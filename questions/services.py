@@ -314,9 +314,7 @@ def clean_completion(completion: Completion) -> Completion:
     )
 
 
-def question_succeed(
-    *, question: Question, completion: Completion, call_id: uuid.UUID, fallback_level: int = 0
-) -> bool:
+def question_succeed(*, question: Question, completion: Completion, call_id: uuid.UUID) -> bool:
     """Store the answer if the claim still holds, and the call in the ledger (questions.ledger)
     either way, in one transaction: the call was paid, whoever stores its answer."""
     completion = clean_completion(completion)
@@ -326,9 +324,8 @@ def question_succeed(
             question=question,
             completion=completion,
             outcome=LLMCall.Outcome.SUCCEEDED,
-            fallback_level=fallback_level,
         )
-        return _finish(
+        stored = _finish(
             question,
             Status.SUCCEEDED,
             answer=completion.text,
@@ -337,6 +334,9 @@ def question_succeed(
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
         )
+    if stored and question.fallback_level:
+        metrics.ANSWERS_BY_FALLBACK.inc()
+    return stored
 
 
 def question_fail(*, question: Question, error: str, model: str = "") -> bool:
@@ -366,7 +366,7 @@ def question_release_for_retry(
 
 
 def question_store_cancelled(
-    *, question: Question, completion: Completion, call_id: uuid.UUID, fallback_level: int = 0
+    *, question: Question, completion: Completion, call_id: uuid.UUID
 ) -> bool:
     """Keep what a stopped job was given before its call was cut off (fenced on the cancelled
     status and this attempt, so a job cancelled and then retried is not overwritten), and the
@@ -385,7 +385,6 @@ def question_store_cancelled(
             question=question,
             completion=completion,
             outcome=LLMCall.Outcome.CANCELLED,
-            fallback_level=fallback_level,
         )
         updated = Question.objects.filter(
             pk=question.pk, status=Status.CANCELLED, attempts=question.attempts
@@ -396,6 +395,35 @@ def question_store_cancelled(
     metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
     job_cache_set(question)
     return True
+
+
+def question_fall_back(
+    *, question: Question, error: str, reason: str, count_attempt: bool = True
+) -> bool:
+    """running → queued on the next model of the chain (OPENAI_FALLBACK_MODELS): the current one
+    failed after its retries, refused the question for its length, or kept it rate limited too
+    long. The next model gets its own attempts: those spent so far are set aside (without
+    `count_attempt`, a rate-limited attempt, this one is given back first)."""
+    spent = F("attempts") if count_attempt else F("attempts") - 1
+    moved = Question.objects.filter(
+        pk=question.pk, status=Status.RUNNING, attempts=question.attempts
+    ).update(
+        status=Status.QUEUED,
+        error=error,
+        claim_expires_at=None,
+        attempts=spent,
+        fallback_level=F("fallback_level") + 1,
+        fallback_after_attempts=spent,
+        fallback_at=Now(),
+        enqueued_at=Now(),
+    )
+    if moved:
+        metrics.LLM_FALLBACKS.labels(reason=reason).inc()
+        logger.warning(
+            "moving the job to the next model",
+            extra={"job_id": str(question.pk), "reason": reason, "level": question.fallback_level},
+        )
+    return bool(moved)
 
 
 class QuestionAlreadyFinished(Exception):

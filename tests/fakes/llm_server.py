@@ -22,6 +22,7 @@ these optional keys:
     ``status``        HTTP status; 2xx is a normal completion, anything else an OpenAI-style
                       error body ``{"error": {"message", "type", "param", "code"}}``
     ``message``       the error body's message
+    ``code``          the error body's code (e.g. ``context_length_exceeded`` with status 400)
     ``retry_after``   value of a ``Retry-After`` header (number or string)
     ``hang``          ``True``: never answer; the connection is dropped on stop(), when the
                       client goes away, or after ``HANG_TIMEOUT`` (300 s)
@@ -87,6 +88,7 @@ _ITEM_KEYS: Final = frozenset(
         "disconnect",
         "message",
         "cut_after",
+        "code",
     }
 )
 _CONFIG_KEYS: Final = frozenset(
@@ -166,6 +168,8 @@ def _validate_item(item: object) -> dict[str, Any]:
         out["latency"] = _check_seconds("latency", out["latency"])
     if "cut_after" in out:
         out["cut_after"] = _check_tokens("cut_after", out["cut_after"])
+    if "code" in out and not isinstance(out["code"], str):
+        raise ValueError(f"code must be a string, got {out['code']!r}")
     if "message" in out and not isinstance(out["message"], str):
         raise ValueError(f"message must be a string, got {out['message']!r}")
     return out
@@ -437,7 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status,
                 item.get("message", default_message),
                 type_=default_type,
-                code=default_code,
+                code=item.get("code", default_code),
                 headers=headers,
             )
             return

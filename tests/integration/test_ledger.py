@@ -34,8 +34,9 @@ LONG_ANSWER = " ".join(f"word{n}" for n in range(200))
 
 
 def _metric_total() -> Decimal:
+    """The counter, to the micro-dollar of the ledger (Prometheus adds floats)."""
     value = REGISTRY.get_sample_value("questions_llm_cost_usd_total", {"model": MODEL})
-    return Decimal(str(value or 0))
+    return Decimal(str(value or 0)).quantize(Decimal("0.000001"))
 
 
 def _ledger_total(**filters: object) -> Decimal:
