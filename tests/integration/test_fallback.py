@@ -57,8 +57,9 @@ def _fallback_metric(name: str, labels: dict[str, str] | None = None) -> float:
 
 
 def test_a_primary_failing_with_500_after_its_retries_falls_back_and_the_fallback_answers(
-    user, fake_llm, backup_llm, api
+    user, fake_llm, backup_llm, api, page, superuser_client
 ):
+    page_client = page
     fake_llm.configure(always={"status": 500})
     backup_llm.configure(answer="From the backup.", prompt_tokens=9, completion_tokens=3)
     answered_before = _fallback_metric("questions_answers_by_fallback_total")
@@ -90,6 +91,11 @@ def test_a_primary_failing_with_500_after_its_retries_falls_back_and_the_fallbac
     assert job.cost == rows[2].cost == LLMCall.objects.aggregate(total=Sum("cost"))["total"]
     body = api.get(f"/api/questions/{job.pk}/").json()
     assert (body["model"], body["answered_by_fallback"]) == (FALLBACK, True)
+    page = page_client.get(f"/questions/{job.pk}/").content.decode()
+    assert f'{FALLBACK} <span class="badge badge-fallback"' in page
+    admin = superuser_client.get(f"/admin/questions/question/{job.pk}/change/").content.decode()
+    assert admin.count("fell_back") + admin.count("Failed, next model") >= 1
+    assert FALLBACK in admin and "LLM calls (the ledger" in admin
     assert _fallback_metric("questions_answers_by_fallback_total") == answered_before + 1
     assert (
         _fallback_metric("questions_llm_fallbacks_total", {"reason": "server_error"})
@@ -162,6 +168,12 @@ def test_without_a_fallback_a_primary_500_fails_after_its_retries(user, fake_llm
         answer(job_id=str(question.pk), max_attempts=2)
     assert answer(job_id=str(question.pk), max_attempts=2) == "failed"
     assert reloaded(question).fallback_level == 0
+
+
+def test_the_schema_documents_answered_by_fallback(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    field = schema["components"]["schemas"]["QuestionOutput"]["properties"]["answered_by_fallback"]
+    assert field["type"] == "boolean" and field["readOnly"] is True
 
 
 # --- the setting --------------------------------------------------------------------------
