@@ -18,10 +18,11 @@ from config.env import FallbackModel, parse_fallback_models
 from questions.answering import question_answer
 from questions.llm.client import reset_llm_client
 from questions.models import LLMCall, Question
-from questions.pricing import completion_cost
+from questions.pricing import completion_cost, worst_case_cost
 from questions.sqs.exceptions import RetryLater
-from tests.factories import QuestionFactory, reloaded
+from tests.factories import QuestionFactory, ask, reloaded
 from tests.fakes.llm_server import FakeLLM
+from tests.support import api_ask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,6 +104,22 @@ def test_a_primary_failing_with_500_after_its_retries_falls_back_and_the_fallbac
     )
 
 
+def test_through_the_worker_and_sqs_the_fallback_answers_after_the_primarys_retries(
+    user, queues, fake_llm, backup_llm, run_worker, settings
+):
+    settings.QUESTIONS_DAILY_BUDGET_USD = Decimal(1000)  # the test prices are steep
+    fake_llm.configure(always={"status": 503})
+    question = ask(user)
+
+    run_worker("--max-attempts=2")
+
+    job = reloaded(question)
+    assert (job.status, job.model, job.answered_by_fallback) == ("succeeded", FALLBACK, True)
+    assert (fake_llm.calls, backup_llm.calls) == (2, 1)
+    assert LLMCall.objects.count() == fake_llm.calls + backup_llm.calls
+    assert queues.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
 def test_a_bad_request_does_not_fall_back(user, fake_llm, backup_llm):
     fake_llm.configure(always={"status": 400})
     question = QuestionFactory(owner=user)
@@ -168,6 +185,20 @@ def test_without_a_fallback_a_primary_500_fails_after_its_retries(user, fake_llm
         answer(job_id=str(question.pk), max_attempts=2)
     assert answer(job_id=str(question.pk), max_attempts=2) == "failed"
     assert reloaded(question).fallback_level == 0
+
+
+def test_the_budget_reserves_every_model_of_the_chain_at_the_dearest_price(
+    api, user, backup_llm, settings, queues
+):
+    settings.QUESTIONS_MAX_ATTEMPTS = 2
+    text = "z" * 80
+    dearest = worst_case_cost(question_bytes=len(text), model=FALLBACK)
+    assert dearest > worst_case_cost(question_bytes=len(text), model=PRIMARY)
+    # 2 attempts on each of 2 models, each at the fallback's price.
+    settings.QUESTIONS_DAILY_BUDGET_USD = dearest * 4 - Decimal("0.000001")
+    assert api_ask(api, text).json()["error"] == "budget_exceeded"
+    settings.QUESTIONS_DAILY_BUDGET_USD = dearest * 4
+    assert api_ask(api, text).status_code == 202
 
 
 def test_the_schema_documents_answered_by_fallback(client):
