@@ -237,6 +237,20 @@ async def _store(
             break
         except DataError:
             logger.exception("the answer could not be stored")
+            # Its ledger row went with the failed transaction: the call was paid all the same.
+            usage = Completion(
+                "", completion.model, completion.prompt_tokens, completion.completion_tokens
+            )
+            try:
+                await run_db(
+                    llm_call_record,
+                    call_id=call_id,
+                    question=question,
+                    completion=usage,
+                    outcome=LLMCall.Outcome.FAILED,
+                )
+            except DataError:
+                logger.exception("could not write the ledger row of an LLM call")
             error = "The language model's answer could not be stored (it is not valid text)."
             status = await _fail(question, live, error, "", drop_stash=True)
             return status
