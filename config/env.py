@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TYPE_CHECKING, Any
@@ -211,3 +212,67 @@ def postgres_timeouts(
     result = database.copy()
     result["OPTIONS"] = options
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackModel:
+    """One entry of OPENAI_FALLBACK_MODELS. `base_url` None: the primary model's server and
+    key. `api_key` is read from the variable the entry names, never written inline."""
+
+    model: str
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+
+
+def parse_fallback_models(raw: str, *, name: str) -> list[FallbackModel]:
+    """The model fallback chain, in order: a JSON list of {"model", "base_url", "api_key_env"}
+    (base URL and key variable optional), or the compact "model[@base_url],model[@base_url]".
+
+    An entry without a base URL is asked where the primary model is, with its key; one with a
+    base URL is another server, with the key in the variable `api_key_env` names (so no secret
+    is written inline), or none."""
+    text = raw.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            entries = json.loads(text)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
+    else:
+        entries = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            compact_model, _, compact_url = part.partition("@")
+            entries.append(
+                {"model": compact_model, **({"base_url": compact_url} if compact_url else {})}
+            )
+    chain: list[FallbackModel] = []
+    for index, entry in enumerate(entries):
+        where = f"{name}[{index}]"
+        if not isinstance(entry, dict) or not set(entry) <= {"model", "base_url", "api_key_env"}:
+            raise ImproperlyConfigured(
+                f'{where} must be an object with "model" and optionally "base_url" and '
+                '"api_key_env".'
+            )
+        model = entry.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise ImproperlyConfigured(f"{where} names no model.")
+        base_url = entry.get("base_url")
+        if base_url is not None and (
+            not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
+        ):
+            raise ImproperlyConfigured(
+                f"{where}.base_url must be an http(s) URL, not {base_url!r}."
+            )
+        key_env = entry.get("api_key_env")
+        api_key = None
+        if key_env is not None:
+            if not isinstance(key_env, str) or not key_env:
+                raise ImproperlyConfigured(f"{where}.api_key_env must name a variable.")
+            api_key = os.environ.get(key_env, "").strip()
+            if not api_key:
+                raise ImproperlyConfigured(
+                    f"{where}.api_key_env names {key_env}, which is not set (or empty)."
+                )
+        chain.append(FallbackModel(model=model.strip(), base_url=base_url, api_key=api_key))
+    return chain

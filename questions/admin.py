@@ -21,6 +21,7 @@ from django.utils.html import format_html
 from questions.limits import Limits, limits_of
 from questions.models import (
     ApiToken,
+    LLMCall,
     Question,
     UserQuota,
     UserSpend,
@@ -94,6 +95,63 @@ def _csv_response(
     return response
 
 
+_LEDGER_FIELDS = (
+    "created_at",
+    "attempt",
+    "model",
+    "fallback_level",
+    "outcome",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+)
+
+
+class LLMCallInline(admin.TabularInline):
+    """The job's ledger: every call made for it, what it used and cost, and how it ended."""
+
+    model = LLMCall
+    fields = _LEDGER_FIELDS
+    readonly_fields = _LEDGER_FIELDS
+    extra = 0
+    can_delete = False
+    ordering = ("created_at",)
+    verbose_name_plural = "LLM calls (the ledger: the job's cost is their sum)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(LLMCall)
+class LLMCallAdmin(admin.ModelAdmin):
+    """The spend ledger, read-only: written by the worker (questions.ledger) alone."""
+
+    list_display = ("created_at", "user", "model", "outcome", "tokens", "cost", "question")
+    list_filter = ("outcome", "model", "fallback_level", "created_at")
+    search_fields = ("user__username", "model", "question__id")
+    list_select_related = ("user", "question")
+    date_hierarchy = "created_at"
+    list_per_page = 100
+    fields = ("id", "question", "user", *_LEDGER_FIELDS)
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: LLMCall | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: LLMCall | None = None) -> bool:
+        return False
+
+    @admin.display(description="tokens")
+    def tokens(self, call: LLMCall) -> int:
+        return call.prompt_tokens + call.completion_tokens
+
+
 @admin.register(Question)
 class QuestionAdmin(admin.ModelAdmin):
     list_display = (
@@ -101,6 +159,7 @@ class QuestionAdmin(admin.ModelAdmin):
         "owner",
         "status",
         "model",
+        "fallback",
         "attempts",
         "tokens",
         "cost",
@@ -110,6 +169,7 @@ class QuestionAdmin(admin.ModelAdmin):
     list_filter = (
         "status",
         "model",
+        "fallback_level",
         "created_at",
         ("owner", admin.RelatedOnlyFieldListFilter),
     )
@@ -119,9 +179,10 @@ class QuestionAdmin(admin.ModelAdmin):
     list_per_page = 50
     ordering = ("-created_at",)
     actions = ("retry_failed", "stop_jobs", "export_csv")
+    inlines = (LLMCallInline,)
     fieldsets = (
         (None, {"fields": ("id", "owner", "text", "status")}),
-        ("Outcome", {"fields": ("answer", "error", "model", "attempts")}),
+        ("Outcome", {"fields": ("answer", "error", "model", "fallback", "attempts")}),
         ("Usage", {"fields": ("prompt_tokens", "completion_tokens", "tokens", "cost")}),
         (
             "Timing",
@@ -159,6 +220,11 @@ class QuestionAdmin(admin.ModelAdmin):
     def short_question(self, question: Question) -> str:
         text = " ".join(question.text.split())
         return text if len(text) <= 70 else f"{text[:69]}…"
+
+    @admin.display(description="fallback", boolean=True, ordering="fallback_level")
+    def fallback(self, question: Question) -> bool:
+        """Answered by a fallback model (OPENAI_FALLBACK_MODELS), not the primary."""
+        return question.answered_by_fallback
 
     @admin.display(description="tokens")
     def tokens(self, question: Question) -> int | None:
@@ -254,8 +320,9 @@ class UserQuotaInline(admin.StackedInline):
 
 @admin.register(UserSpend)
 class UserSpendAdmin(admin.ModelAdmin):
-    """What each user spent on LLM calls, today (UTC) and over 30 days; their quota is set on
-    the user's page here. Export: the action "Export selected as CSV"."""
+    """What each user spent on LLM calls, today (UTC) and over 30 days, from the ledger (every
+    call, retries and partial answers included); their quota is set on the user's page here.
+    Export: the action "Export selected as CSV"."""
 
     list_display = (
         "username",

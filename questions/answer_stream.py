@@ -162,11 +162,16 @@ def _stash_key(job_id: uuid.UUID) -> str:
     return f"{settings.CACHES['default']['KEY_PREFIX']}:stash:{job_id}"
 
 
-async def stash_put(job_id: uuid.UUID, attempt: int, completion: Completion) -> None:
+async def stash_put(
+    job_id: uuid.UUID, attempt: int, completion: Completion, *, call_id: uuid.UUID | None = None
+) -> None:
+    """Keep a paid answer until the row holds it; `call_id` names its ledger row (LLMCall), so
+    the answer finished from the stash is not written to the ledger twice."""
     if not _stash_breaker.available():
         return
     value: dict[str, Any] = {
         "attempt": attempt,
+        "call_id": str(call_id) if call_id else None,
         "text": completion.text,
         "model": completion.model,
         "prompt_tokens": completion.prompt_tokens,
@@ -193,6 +198,13 @@ async def stash_drop(job_id: uuid.UUID) -> None:
 
 
 async def stash_get(job_id: uuid.UUID) -> Completion | None:
+    stashed = await stash_get_call(job_id)
+    return None if stashed is None else stashed[0]
+
+
+async def stash_get_call(job_id: uuid.UUID) -> tuple[Completion, uuid.UUID] | None:
+    """The stashed answer and the id of its ledger row (a new id for a stash written before
+    the ledger existed: that call was never recorded)."""
     if not _stash_breaker.available():
         return None
     try:
@@ -205,12 +217,14 @@ async def stash_get(job_id: uuid.UUID) -> Completion | None:
     if not raw:
         return None
     value = json.loads(raw)
-    return Completion(
+    completion = Completion(
         text=value["text"],
         model=value["model"],
         prompt_tokens=value["prompt_tokens"],
         completion_tokens=value["completion_tokens"],
     )
+    call_id = value.get("call_id")
+    return completion, uuid.UUID(call_id) if call_id else uuid.uuid4()
 
 
 def reset_breakers() -> None:

@@ -19,7 +19,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from django.conf import settings
 from django.db.utils import DataError, InterfaceError, OperationalError
@@ -27,18 +27,21 @@ from opentelemetry import trace
 
 from config.logging import bind_job_id
 from questions import metrics
-from questions.answer_stream import LiveAnswer, stash_get, stash_put
+from questions.answer_stream import LiveAnswer, stash_get_call, stash_put
 from questions.attribution import provider_user_id
+from questions.fallback import attempts_on_model, fallback_level, may_fall_back
+from questions.ledger import call_usage, llm_call_record
 from questions.llm import ratelimit
 from questions.llm.client import Completion, LLMClient, Progress, get_llm_client
-from questions.llm.errors import classify_llm_error
-from questions.models import Question
+from questions.llm.errors import LLMFailure, classify_llm_error
+from questions.models import LLMCall, Question
 from questions.pricing import call_tokens_bound
 from questions.services import (
     Claim,
     question_claim_renew,
     question_close_cancelled,
     question_fail,
+    question_fall_back,
     question_release_for_retry,
     question_store_cancelled,
     question_succeed,
@@ -61,6 +64,8 @@ STORE_TRIES = 6
 LOST = "lost"
 # How long every worker pauses after a 429 that names no Retry-After.
 PAUSE_WITHOUT_RETRY_AFTER = 2.0
+# How soon a job moved to the next model of the chain is delivered again.
+FALLBACK_DELAY = 1.0
 
 
 async def question_answer(*, job_id: str, max_attempts: int) -> str:
@@ -80,11 +85,11 @@ async def question_answer(*, job_id: str, max_attempts: int) -> str:
         if claim.question is None:
             return _not_claimed(claim, job_id)
         question = claim.question
-        llm = get_llm_client()
+        llm = get_llm_client(fallback_level(question))
         live = LiveAnswer(question.pk)
         # Leased and stoppable from the claim to the end, whatever the job waits on.
         with in_flight().watching(question.pk, lease) as watch:
-            if question.attempts > max_attempts:
+            if attempts_on_model(question) > max_attempts:
                 # Claimed again after workers died mid-call more often than allowed (a question
                 # that crashes the worker, say): stop here instead of paying for another call.
                 error = (
@@ -94,10 +99,11 @@ async def question_answer(*, job_id: str, max_attempts: int) -> str:
                     "job failed: too many attempts", extra={"attempt": question.attempts}
                 )
                 return await _fail(question, live, error, llm.model)
-            stashed = await stash_get(question.pk) if question.attempts > 1 else None
+            stashed = await stash_get_call(question.pk) if question.attempts > 1 else None
             if stashed is not None:
                 logger.info("reusing the answer stashed by an earlier attempt; no new LLM call")
-                return await _store(question, live, stashed)
+                completion, call_id = stashed
+                return await _store(question, live, completion, call_id)
             return await _call(question, live, llm, max_attempts, lease, watch, claiming_at)
 
 
@@ -127,9 +133,10 @@ async def _call(
         question_claim_renew, question=question, lease_seconds=lease
     ):
         return await _claim_gone_before_call(question, live)
-    # 3. The call. Stop cuts it off, keeping the partial answer. (Every way out of it below
-    #    follows a call the provider may bill: the places a per-call record belongs.)
+    # 3. The call. Stop cuts it off, keeping the partial answer. Every way out of it below
+    #    follows a call the provider may bill: each writes the call's ledger row.
     progress = Progress()
+    call_id = uuid.uuid4()  # its ledger row's id, whatever the outcome
     try:
         completion = await watch.stoppable(
             llm.complete(
@@ -142,15 +149,38 @@ async def _call(
     except JobStopped:
         logger.info("job cancelled during the LLM call; keeping the partial answer")
         partial = progress.partial(question.text, llm.model)
-        if not await run_db(question_store_cancelled, question=question, completion=partial):
-            return await _lost(question, live)
+        if not await run_db(
+            question_store_cancelled, question=question, completion=partial, call_id=call_id
+        ):
+            return await _lost(question, live)  # its ledger row is written all the same
         await live.finish(Status.CANCELLED)
         return Status.CANCELLED
+    except asyncio.CancelledError:
+        # The worker itself is stopping: the call was paid all the same.
+        await _record_call(call_id, question, llm, progress, LLMCall.Outcome.INTERRUPTED)
+        raise
     except Exception as exc:
-        return await _call_failed(question, live, llm, exc, max_attempts)
+        return await _call_failed(question, live, llm, exc, max_attempts, progress, call_id)
     # 4. The store (still watched: the lease holds while PostgreSQL is retried).
-    await stash_put(question.pk, question.attempts, completion)
-    return await _store(question, live, completion)
+    await stash_put(question.pk, question.attempts, completion, call_id=call_id)
+    return await _store(question, live, completion, call_id)
+
+
+async def _record_call(
+    call_id: uuid.UUID, question: Question, llm: LLMClient, progress: Progress, outcome: str
+) -> None:
+    """The ledger row of a call that brought no answer, at what it used so far. Shielded: a
+    worker stopping mid-write still writes it (as far as the process lives)."""
+    usage = call_usage(progress=progress, question=question.text, model=llm.model)
+    write = run_db(
+        llm_call_record, call_id=call_id, question=question, completion=usage, outcome=outcome
+    )
+    try:
+        await asyncio.shield(write)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("could not write the ledger row of an LLM call")
 
 
 async def _stopped_before_call(question: Question, live: LiveAnswer) -> str:
@@ -183,13 +213,23 @@ async def _lost(question: Question, live: LiveAnswer) -> str:
 
 
 async def _call_failed(
-    question: ClaimedQuestion, live: LiveAnswer, llm: LLMClient, exc: Exception, max_attempts: int
+    question: ClaimedQuestion,
+    live: LiveAnswer,
+    llm: LLMClient,
+    exc: Exception,
+    max_attempts: int,
+    progress: Progress,
+    call_id: uuid.UUID,
 ) -> str:
     failure = classify_llm_error(exc)
     log_extra = {"reason": failure.reason, "attempt": question.attempts}
+    outcome = LLMCall.Outcome
     if failure.reason == "rate_limited":
+        await _record_call(call_id, question, llm, progress, outcome.RATE_LIMITED)
         # The provider's limit, not the job's fault: pause every call, keep the attempt.
         await ratelimit.penalize(llm.model, failure.retry_after or PAUSE_WITHOUT_RETRY_AFTER)
+        if may_fall_back(question, failure, retries_left=True):
+            await _fall_back(question, live, failure, count_attempt=False)
         waited = (question.db_now - question.created_at).total_seconds()
         if waited > settings.QUESTIONS_MAX_QUEUE_SECONDS:
             error = (
@@ -203,17 +243,38 @@ async def _call_failed(
         metrics.JOB_RETRIES.labels(reason=failure.reason).inc()
         logger.warning("rate limited, will retry", extra={**log_extra, "delay": delay})
         raise RetryLater(delay, failure.reason) from exc
-    if failure.retryable and question.attempts < max_attempts:
+    retries_left = failure.retryable and attempts_on_model(question) < max_attempts
+    if may_fall_back(question, failure, retries_left=retries_left):
+        await _record_call(call_id, question, llm, progress, outcome.FELL_BACK)
+        await _fall_back(question, live, failure, count_attempt=True)
+    if retries_left:
+        await _record_call(call_id, question, llm, progress, outcome.RETRIED)
         delay = JOB_BACKOFF.delay(question.attempts, failure.retry_after)
         await _release(question, live, failure.message, delay, count_attempt=True)
         metrics.JOB_RETRIES.labels(reason=failure.reason).inc()
         logger.warning("LLM call failed, will retry", extra={**log_extra, "delay": delay})
         raise RetryLater(delay, failure.reason) from exc
+    await _record_call(call_id, question, llm, progress, outcome.FAILED)
     error = failure.message
     if failure.retryable:
-        error = f"{failure.message} Gave up after {question.attempts} attempts."
+        error = f"{failure.message} Gave up after {attempts_on_model(question)} attempts."
     logger.warning("job failed", extra=log_extra)
     return await _fail(question, live, error, llm.model)
+
+
+async def _fall_back(
+    question: Question, live: LiveAnswer, failure: LLMFailure, *, count_attempt: bool
+) -> NoReturn:
+    """The job goes back on the queue for the next model of the chain, at once."""
+    await run_db(
+        question_fall_back,
+        question=question,
+        error=failure.message,
+        reason=failure.reason,
+        count_attempt=count_attempt,
+    )
+    await live.requeued()
+    raise RetryLater(FALLBACK_DELAY, f"falling back: {failure.reason}")
 
 
 async def _release(
@@ -229,15 +290,33 @@ async def _release(
     await live.requeued()
 
 
-async def _store(question: Question, live: LiveAnswer, completion: Completion) -> str:
+async def _store(
+    question: Question, live: LiveAnswer, completion: Completion, call_id: uuid.UUID
+) -> str:
     """Store a paid answer: retried with backoff on a fresh connection; an answer PostgreSQL
     cannot take fails the job (paid once) instead of being asked for again."""
     for attempt in range(1, STORE_TRIES + 1):
         try:
-            stored = await run_db(question_succeed, question=question, completion=completion)
+            stored = await run_db(
+                question_succeed, question=question, completion=completion, call_id=call_id
+            )
             break
         except DataError:
             logger.exception("the answer could not be stored")
+            # Its ledger row went with the failed transaction: the call was paid all the same.
+            usage = Completion(
+                "", completion.model, completion.prompt_tokens, completion.completion_tokens
+            )
+            try:
+                await run_db(
+                    llm_call_record,
+                    call_id=call_id,
+                    question=question,
+                    completion=usage,
+                    outcome=LLMCall.Outcome.FAILED,
+                )
+            except DataError:
+                logger.exception("could not write the ledger row of an LLM call")
             error = "The language model's answer could not be stored (it is not valid text)."
             status = await _fail(question, live, error, "", drop_stash=True)
             return status
@@ -250,9 +329,12 @@ async def _store(question: Question, live: LiveAnswer, completion: Completion) -
     status = Status.SUCCEEDED
     if not stored:
         # Cancelled meanwhile (the answer came in before the cut): keep it on the cancelled row.
-        cancelled = await run_db(question_store_cancelled, question=question, completion=completion)
+        cancelled = await run_db(
+            question_store_cancelled, question=question, completion=completion, call_id=call_id
+        )
         if not cancelled:
-            # Lost the claim: the paid answer stays stashed for the claim that finishes the job.
+            # Lost the claim: the paid answer stays stashed (with its ledger row's id) for the
+            # claim that finishes the job, which writes the row.
             return await _lost(question, live)
         status = Status.CANCELLED
     await live.finish(status, drop_stash=True)

@@ -5,8 +5,10 @@ question costs money:
   Redis (one Lua call); when Redis is down, the user's questions of the last window are counted
   in PostgreSQL instead — the limit never fails open;
 - unfinished jobs: at most QUESTIONS_MAX_OPEN_PER_USER queued + running at once;
-- a daily budget in USD: today's stored cost + the worst case of the unfinished jobs + the worst
-  case of this question may not exceed QUESTIONS_DAILY_BUDGET_USD (UTC days).
+- a daily budget in USD: today's spend (the ledger: every call made this UTC day, retries and
+  partial answers included) + the worst case of the calls the unfinished jobs may still make +
+  the worst case of all the calls this question may make (QUESTIONS_MAX_ATTEMPTS each) may not
+  exceed QUESTIONS_DAILY_BUDGET_USD.
 
 The PostgreSQL checks run in the transaction that inserts the question, after
 `lock_owner()`, so that concurrent requests of one user are serialised and none can slip
@@ -25,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count, IntegerField, Min, Sum
+from django.db.models import Case, Count, F, IntegerField, Min, Q, Sum, Value, When
 from django.db.models.expressions import Func
-from django.db.models.functions import Length
+from django.db.models.functions import Greatest, Length
 from django.utils import timezone
 
 from config.env import parse_rate
 from questions import metrics
 from questions.cache import redis_call
-from questions.models import Question, UserQuota
+from questions.models import LLMCall, Question, UserQuota
 from questions.pricing import worst_case_cost
 
 if TYPE_CHECKING:
@@ -190,7 +192,10 @@ def ask_limits_check(
             free_at = recent["oldest"] + timedelta(seconds=window)
             raise _refuse_rate(limit, window, (free_at - now).total_seconds())
     limits = limits_for(owner_id=owner.pk)
-    unfinished = mine.filter(status__in=OPEN).aggregate(n=Count("pk"), size=Sum(_text_bytes()))
+    calls_left = _calls_left()
+    unfinished = mine.filter(status__in=OPEN).aggregate(
+        n=Count("pk"), calls=Sum(calls_left), size=Sum(calls_left * _text_bytes())
+    )
     if unfinished["n"] >= limits.max_open_jobs:
         metrics.ASKS_REFUSED.labels(reason="open_jobs").inc()
         raise AskRefused(
@@ -202,13 +207,10 @@ def ask_limits_check(
             retry_after=math.ceil(settings.OPENAI_TIMEOUT),
         )
     day_start = utc_day_start(now)
-    spent = mine.filter(created_at__gte=day_start, cost__isnull=False).aggregate(total=Sum("cost"))[
-        "total"
-    ]
-    committed = (spent or Decimal(0)) + worst_case_cost(
-        questions=unfinished["n"], question_bytes=unfinished["size"] or 0
-    )
-    this_one = worst_case_cost(question_bytes=len(text.encode()))
+    spent = user_spend_since(user_id=owner.pk, since=day_start)
+    committed = spent + _worst_case(calls=unfinished["calls"] or 0, size=unfinished["size"] or 0)
+    calls = settings.QUESTIONS_MAX_ATTEMPTS * len(_chain_models())
+    this_one = _worst_case(calls=calls, size=calls * len(text.encode()))
     if committed + this_one > limits.daily_budget:
         metrics.ASKS_REFUSED.labels(reason="budget").inc()
         tomorrow = day_start + timedelta(days=1)
@@ -221,6 +223,42 @@ def ask_limits_check(
             ),
             retry_after=math.ceil((tomorrow - now).total_seconds()),
         )
+
+
+def user_spend_since(*, user_id: int, since: datetime) -> Decimal:
+    """What the user's LLM calls made since `since` cost, from the ledger."""
+    total = LLMCall.objects.filter(user_id=user_id, created_at__gte=since).aggregate(
+        total=Sum("cost")
+    )["total"]
+    return total or Decimal(0)
+
+
+def _calls_left() -> Any:
+    """The calls an unfinished job may still make: QUESTIONS_MAX_ATTEMPTS on its current model
+    less those it has claimed there, plus the one a running job is making now (its ledger row
+    comes when it ends), plus QUESTIONS_MAX_ATTEMPTS on each fallback model after it."""
+    attempts = settings.QUESTIONS_MAX_ATTEMPTS
+    running = Case(When(Q(status=Question.Status.RUNNING), then=Value(1)), default=Value(0))
+    on_model = Greatest(
+        Value(attempts) - F("attempts") + F("fallback_after_attempts") + running, Value(0)
+    )
+    models_after = Greatest(Value(len(_chain_models()) - 1) - F("fallback_level"), Value(0))
+    return on_model + Value(attempts) * models_after
+
+
+def _chain_models() -> list[str]:
+    """The models a job may ask: the primary, then the fallbacks (priced as configured, even
+    while the offline demo model answers)."""
+    return [settings.OPENAI_MODEL, *(entry.model for entry in settings.OPENAI_FALLBACK_MODELS)]
+
+
+def _worst_case(*, calls: int, size: int) -> Decimal:
+    """The worst case of `calls` calls of `size` question bytes in all, at the price of the
+    dearest model a job may ask (the primary or a fallback)."""
+    return max(
+        worst_case_cost(questions=calls, question_bytes=size, model=model)
+        for model in _chain_models()
+    )
 
 
 def _text_bytes() -> Any:

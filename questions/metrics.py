@@ -105,6 +105,17 @@ def record_llm_cost(*, model: str, cost: Decimal | None) -> None:
         LLM_COST.labels(model=priced_model_name(model)).inc(float(cost))
 
 
+LLM_FALLBACKS = Counter(
+    "questions_llm_fallbacks_total",
+    "Jobs moved to the next model of OPENAI_FALLBACK_MODELS, by why "
+    "(server_error, timeout, connection_error, context_length, rate_limited).",
+    ["reason"],
+)
+ANSWERS_BY_FALLBACK = Counter(
+    "questions_answers_by_fallback_total",
+    "Jobs answered by a fallback model rather than the primary.",
+)
+
 EVENTS_WATCHERS = Gauge(
     "questions_events_watchers",
     "Server-Sent Events streams of jobs open now in this process.",

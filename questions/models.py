@@ -42,8 +42,14 @@ class Question(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
-    # What the LLM call cost in US dollars, from the price table in settings (None: no call made).
+    # What the job's LLM calls cost in US dollars: the sum of its ledger rows (LLMCall), kept
+    # here in the transaction that writes each row (None: no call made).
     cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    # Model fallback (OPENAI_FALLBACK_MODELS): 0 asks the primary model, n the n-th fallback;
+    # the attempts spent before this entry, and when the job moved to it.
+    fallback_level = models.PositiveSmallIntegerField(default=0)
+    fallback_after_attempts = models.PositiveIntegerField(default=0)
+    fallback_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -63,13 +69,6 @@ class Question(models.Model):
                 fields=["owner"],
                 condition=Q(status__in=["queued", "running"]),
                 name="question_owner_open",
-            ),
-            # A user's spend of the day, summed on every ask: an index-only scan.
-            models.Index(
-                fields=["owner", "created_at"],
-                include=["cost"],
-                condition=Q(cost__isnull=False),
-                name="question_owner_paid",
             ),
         ]
         constraints = [
@@ -102,6 +101,11 @@ class Question(models.Model):
         }
 
     @property
+    def answered_by_fallback(self) -> bool:
+        """The answer came from a fallback model (OPENAI_FALLBACK_MODELS), not the primary."""
+        return self.fallback_level > 0 and self.status == self.Status.SUCCEEDED
+
+    @property
     def total_tokens(self) -> int | None:
         usage = self.usage
         return None if usage is None else usage["total_tokens"]
@@ -111,6 +115,55 @@ class Question(models.Model):
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+class LLMCall(models.Model):
+    """The ledger: one row per call made to the provider, paid or not, retries, partial answers
+    and calls cut off included. The job's cost, a user's spend, the budget check, the admin's
+    spend page and `questions_llm_cost_usd_total` all read from it (questions.ledger writes it).
+
+    `id` is chosen by the worker before the call, so a row written twice (a store retried, an
+    answer finished from the stash) is one row."""
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"  # a whole answer
+        RETRIED = "retried", "Failed, retried"  # the job tries again
+        FAILED = "failed", "Failed"  # the job failed
+        FELL_BACK = "fell_back", "Failed, next model"  # the job moved to a fallback model
+        RATE_LIMITED = "rate_limited", "Rate limited"  # 429: not billed, attempt kept
+        CANCELLED = "cancelled", "Stopped"  # Stop cut it off
+        INTERRUPTED = "interrupted", "Interrupted"  # the worker stopping cut it off
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The ledger outlives its jobs (retention deletes them): spend stays what it was.
+    question = models.ForeignKey(
+        Question, on_delete=models.SET_NULL, null=True, blank=True, related_name="llm_calls"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="llm_calls"
+    )
+    model = models.CharField(max_length=200)
+    fallback_level = models.PositiveSmallIntegerField(default=0)
+    attempt = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "LLM call"
+        indexes = [
+            # A user's spend of the day, summed on every ask: an index-only scan.
+            models.Index(
+                fields=["user", "created_at"], include=["cost"], name="llmcall_user_created"
+            ),
+            models.Index(fields=["created_at"], name="llmcall_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.outcome} ${self.cost}"
 
 
 class ApiToken(models.Model):

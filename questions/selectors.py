@@ -7,12 +7,24 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, F, Min, Q, QuerySet, Sum
+from django.db.models import (
+    Count,
+    DecimalField,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from questions.cache import job_cache_get, job_cache_set
 from questions.limits import utc_day_start
-from questions.models import Question
+from questions.models import LLMCall, Question
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
@@ -84,20 +96,42 @@ def question_oldest_queued_age() -> float:
 
 
 def user_spend_list(*, now: datetime | None = None) -> QuerySet[Any]:
-    """Users with their LLM spend in USD: `spend_today` (questions asked this UTC day),
-    `spend_30_days` and `questions_30_days` (the last 30 days), most spent first."""
+    """Users with their LLM spend in USD, from the ledger (every call, retries and partial
+    answers included): `spend_today` (calls made this UTC day), `spend_30_days` and
+    `questions_30_days` (the last 30 days), most spent first."""
     now = now or timezone.now()
     day_start = utc_day_start(now)
-    month = Q(questions__created_at__gte=now - timedelta(days=30))
+    month_start = now - timedelta(days=30)
+    # Subqueries, not joins: two joined sums would multiply each other's rows.
     return (
         get_user_model()
         .objects.annotate(
-            spend_today=Sum("questions__cost", filter=Q(questions__created_at__gte=day_start)),
-            spend_30_days=Sum("questions__cost", filter=month),
-            questions_30_days=Count("questions", filter=month),
+            spend_today=_ledger_sum(since=day_start),
+            spend_30_days=_ledger_sum(since=month_start),
+            questions_30_days=Coalesce(
+                Subquery(
+                    Question.objects.filter(owner=OuterRef("pk"), created_at__gte=month_start)
+                    .order_by()
+                    .values("owner")
+                    .annotate(n=Count("pk"))
+                    .values("n")
+                ),
+                Value(0),
+            ),
         )
         .select_related("quota")
         .order_by(F("spend_30_days").desc(nulls_last=True), "username")
+    )
+
+
+def _ledger_sum(*, since: datetime) -> Subquery:
+    return Subquery(
+        LLMCall.objects.filter(user=OuterRef("pk"), created_at__gte=since)
+        .order_by()
+        .values("user")
+        .annotate(total=Sum("cost"))
+        .values("total"),
+        output_field=DecimalField(max_digits=12, decimal_places=6),
     )
 
 

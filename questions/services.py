@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -23,12 +22,12 @@ from opentelemetry import trace
 from questions import metrics
 from questions.attribution import queue_group_id
 from questions.cache import job_cache_delete, job_cache_set
+from questions.ledger import llm_call_record
 from questions.limits import ask_limits_check, lock_owner, rate_slot_take
 from questions.live.streams import stream_append_sync
 from questions.llm.client import Completion
 from questions.llm.text import storable_text
-from questions.models import Question
-from questions.pricing import completion_cost
+from questions.models import LLMCall, Question
 from questions.webhooks.services import webhook_events_record
 
 if TYPE_CHECKING:
@@ -362,31 +361,29 @@ def clean_completion(completion: Completion) -> Completion:
     )
 
 
-def question_succeed(*, question: Question, completion: Completion) -> bool:
-    """Store the answer and what it cost (from the price table) if the claim still holds."""
+def question_succeed(*, question: Question, completion: Completion, call_id: uuid.UUID) -> bool:
+    """Store the answer if the claim still holds, and the call in the ledger (questions.ledger)
+    either way, in one transaction: the call was paid, whoever stores its answer."""
     completion = clean_completion(completion)
-    cost = _cost_of(completion)
-    stored = _finish(
-        question,
-        Status.SUCCEEDED,
-        answer=completion.text,
-        model=completion.model,
-        error="",
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        cost=cost,
-    )
-    if stored:
-        metrics.record_llm_cost(model=completion.model, cost=cost)
+    with transaction.atomic():
+        llm_call_record(
+            call_id=call_id,
+            question=question,
+            completion=completion,
+            outcome=LLMCall.Outcome.SUCCEEDED,
+        )
+        stored = _finish(
+            question,
+            Status.SUCCEEDED,
+            answer=completion.text,
+            model=completion.model,
+            error="",
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+        )
+    if stored and question.fallback_level:
+        metrics.ANSWERS_BY_FALLBACK.inc()
     return stored
-
-
-def _cost_of(completion: Completion) -> Decimal:
-    return completion_cost(
-        model=completion.model,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-    )
 
 
 def question_fail(*, question: Question, error: str, model: str = "") -> bool:
@@ -415,26 +412,33 @@ def question_release_for_retry(
     )
 
 
-def question_store_cancelled(*, question: Question, completion: Completion) -> bool:
+def question_store_cancelled(
+    *, question: Question, completion: Completion, call_id: uuid.UUID
+) -> bool:
     """Keep what a stopped job was given before its call was cut off (fenced on the cancelled
-    status and this attempt, so a job cancelled and then retried is not overwritten)."""
+    status and this attempt, so a job cancelled and then retried is not overwritten), and the
+    call in the ledger, in one transaction."""
     completion = clean_completion(completion)
-    cost = _cost_of(completion)
     fields: dict[str, object] = {
         "answer": completion.text,
         "model": completion.model,
         "prompt_tokens": completion.prompt_tokens,
         "completion_tokens": completion.completion_tokens,
-        "cost": cost,
         "claim_expires_at": None,
     }
-    updated = Question.objects.filter(
-        pk=question.pk, status=Status.CANCELLED, attempts=question.attempts
-    ).update(**fields)
-    if not updated:
-        return False
-    question.refresh_from_db()
-    metrics.record_llm_cost(model=completion.model, cost=cost)
+    with transaction.atomic():
+        llm_call_record(
+            call_id=call_id,
+            question=question,
+            completion=completion,
+            outcome=LLMCall.Outcome.CANCELLED,
+        )
+        updated = Question.objects.filter(
+            pk=question.pk, status=Status.CANCELLED, attempts=question.attempts
+        ).update(**fields)
+        if not updated:
+            return False
+        question.refresh_from_db()
     metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
     job_cache_set(question)
     return True
@@ -453,6 +457,35 @@ def question_close_cancelled(*, question: Question) -> bool:
     metrics.JOBS_FINISHED.labels(outcome=Status.CANCELLED).inc()
     job_cache_set(question)
     return True
+
+
+def question_fall_back(
+    *, question: Question, error: str, reason: str, count_attempt: bool = True
+) -> bool:
+    """running → queued on the next model of the chain (OPENAI_FALLBACK_MODELS): the current one
+    failed after its retries, refused the question for its length, or kept it rate limited too
+    long. The next model gets its own attempts: those spent so far are set aside (without
+    `count_attempt`, a rate-limited attempt, this one is given back first)."""
+    spent = F("attempts") if count_attempt else F("attempts") - 1
+    moved = Question.objects.filter(
+        pk=question.pk, status=Status.RUNNING, attempts=question.attempts
+    ).update(
+        status=Status.QUEUED,
+        error=error,
+        claim_expires_at=None,
+        attempts=spent,
+        fallback_level=F("fallback_level") + 1,
+        fallback_after_attempts=spent,
+        fallback_at=Now(),
+        enqueued_at=Now(),
+    )
+    if moved:
+        metrics.LLM_FALLBACKS.labels(reason=reason).inc()
+        logger.warning(
+            "moving the job to the next model",
+            extra={"job_id": str(question.pk), "reason": reason, "level": question.fallback_level},
+        )
+    return bool(moved)
 
 
 class QuestionAlreadyFinished(Exception):
@@ -529,6 +562,9 @@ def question_retry(*, question: Question) -> bool:
         finished_at=None,
         claim_expires_at=None,
         enqueued_at=timezone.now(),
+        fallback_level=0,
+        fallback_after_attempts=0,
+        fallback_at=None,
     )
     if not updated:
         return False

@@ -6,7 +6,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from questions.models import Question
+from questions.models import LLMCall, Question
 from questions.services import question_create
 from tests.support import wait_until
 
@@ -31,6 +31,7 @@ class UserFactory(factory.django.DjangoModelFactory):
 class QuestionFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Question
+        skip_postgeneration_save = True
 
     class Params:
         duration = 2  # seconds between started_at and finished_at of a finished job
@@ -50,6 +51,22 @@ class QuestionFactory(factory.django.DjangoModelFactory):
 
     owner = factory.SubFactory(UserFactory)
     text = factory.Sequence(lambda n: f"Question number {n}?")
+
+    @factory.post_generation
+    def ledger(self, create: bool, extracted: object, **kwargs: object) -> None:
+        """A job made with a `cost` paid it in one call: its ledger row (what spend reads)."""
+        if create and self.cost is not None:
+            LLMCall.objects.create(
+                question=self,
+                user_id=self.owner_id,
+                model=self.model or "gpt-4o-mini",
+                attempt=self.attempts,
+                outcome=LLMCall.Outcome.SUCCEEDED,
+                prompt_tokens=self.prompt_tokens or 0,
+                completion_tokens=self.completion_tokens or 0,
+                cost=self.cost,
+                created_at=self.finished_at or self.created_at,
+            )
 
 
 def reloaded(question: Question) -> Question:

@@ -19,6 +19,7 @@ from config.env import (
     env_networks,
     env_optional,
     env_str,
+    parse_fallback_models,
     parse_price,
     parse_price_table,
     parse_rate,
@@ -248,6 +249,21 @@ for _name in (
 ):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1.")
+
+# --- The spend ledger (questions.ledger): LLM calls a job may make in all, the worker's default
+# `--max-attempts`; the daily budget reserves this many worst-case calls for each new question
+# and what is left of them for each unfinished one.
+QUESTIONS_MAX_ATTEMPTS = env_int("QUESTIONS_MAX_ATTEMPTS", default=5)
+require_min("QUESTIONS_MAX_ATTEMPTS", QUESTIONS_MAX_ATTEMPTS, 1)
+
+# --- Model fallback (README "Model fallback"): the models a job moves to, in order, when the
+# primary fails after its retries with a server error or timeout, refuses the question for its
+# context length, or keeps it rate limited longer than OPENAI_FALLBACK_RATE_LIMIT_WAIT seconds.
+OPENAI_FALLBACK_MODELS = parse_fallback_models(
+    env_str("OPENAI_FALLBACK_MODELS", default=""), name="OPENAI_FALLBACK_MODELS"
+)
+OPENAI_FALLBACK_RATE_LIMIT_WAIT = env_int("OPENAI_FALLBACK_RATE_LIMIT_WAIT", default=300)
+require_min("OPENAI_FALLBACK_RATE_LIMIT_WAIT", OPENAI_FALLBACK_RATE_LIMIT_WAIT, 0)
 
 # --- The answer stream of a running job (questions.live.streams): Redis streams the SSE view
 # reads.

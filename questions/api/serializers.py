@@ -63,7 +63,13 @@ class QuestionOutputSerializer(serializers.Serializer):
         decimal_places=6,
         read_only=True,
         allow_null=True,
-        help_text="What the LLM call cost in US dollars (a decimal string); null until it is paid.",
+        help_text="What the job's LLM calls cost in US dollars (a decimal string), retries and "
+        "partial answers included; null until a call is made.",
+    )
+    answered_by_fallback = serializers.BooleanField(
+        read_only=True,
+        help_text="True when the answer came from a fallback model (OPENAI_FALLBACK_MODELS), "
+        "not the primary; `model` names it.",
     )
     created_at = serializers.DateTimeField(read_only=True)
     started_at = serializers.DateTimeField(read_only=True, allow_null=True)

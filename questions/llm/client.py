@@ -31,6 +31,7 @@ from django.conf import settings
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from config.env import FallbackModel
 from questions.llm import transport
 from questions.metrics import LLM_LATENCY, LLM_TOKENS
 
@@ -262,42 +263,72 @@ class DemoLLMClient:
 
 
 _client_lock = threading.Lock()
-_client: LLMClient | None = None
+_clients: dict[int, LLMClient] = {}
 _client_loop: asyncio.AbstractEventLoop | None = None
 
 
-def get_llm_client() -> LLMClient:
-    """The client of the running event loop, built once from settings: its connection pool
-    belongs to that loop (a worker has one; a test may start several one after the other)."""
-    global _client, _client_loop
+def get_llm_client(level: int = 0) -> LLMClient:
+    """The client of the running event loop for `level` of the model chain (0: the primary
+    model, n: the n-th entry of OPENAI_FALLBACK_MODELS), built once from settings: its
+    connection pool belongs to that loop (a worker has one; a test may start several one after
+    the other)."""
+    global _client_loop
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
     with _client_lock:
-        if _client is None or (loop is not None and loop is not _client_loop):
-            _client, _client_loop = _build_client(), loop
-        return _client
+        if loop is not None and loop is not _client_loop:
+            _clients.clear()
+            _client_loop = loop
+        client = _clients.get(level)
+        if client is None:
+            client = _clients[level] = _build_client(level)
+        return client
+
+
+def llm_chain_models() -> list[str]:
+    """The models a job may ask, in order: the primary, then OPENAI_FALLBACK_MODELS (none for
+    the offline demo model)."""
+    if llm_is_demo():
+        return [DEMO_MODEL]
+    return [settings.OPENAI_MODEL, *(entry.model for entry in settings.OPENAI_FALLBACK_MODELS)]
 
 
 def reset_llm_client() -> None:
-    """Forget the client so the next call rebuilds it from (changed) settings."""
-    global _client, _client_loop
+    """Forget the clients so the next call rebuilds them from (changed) settings."""
+    global _client_loop
     with _client_lock:
-        _client, _client_loop = None, None
+        _clients.clear()
+        _client_loop = None
 
 
 def llm_is_demo() -> bool:
     return not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
 
 
-def _build_client() -> LLMClient:
+def _build_client(level: int) -> LLMClient:
     if llm_is_demo():
         return DemoLLMClient()
+    if level == 0:
+        return OpenAIClient(
+            api_key=settings.OPENAI_API_KEY,
+            base_url=settings.OPENAI_BASE_URL,
+            model=settings.OPENAI_MODEL,
+            timeout=settings.OPENAI_TIMEOUT,
+        )
+    entry: FallbackModel = settings.OPENAI_FALLBACK_MODELS[level - 1]
+    if entry.base_url is None:  # the primary's server, and key
+        return OpenAIClient(
+            api_key=settings.OPENAI_API_KEY,
+            base_url=settings.OPENAI_BASE_URL,
+            model=entry.model,
+            timeout=settings.OPENAI_TIMEOUT,
+        )
     return OpenAIClient(
-        api_key=settings.OPENAI_API_KEY,
-        base_url=settings.OPENAI_BASE_URL,
-        model=settings.OPENAI_MODEL,
+        api_key=entry.api_key,
+        base_url=entry.base_url,
+        model=entry.model,
         timeout=settings.OPENAI_TIMEOUT,
         deadline=settings.OPENAI_CALL_DEADLINE,
     )

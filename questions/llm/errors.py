@@ -60,6 +60,11 @@ def classify_llm_error(exc: BaseException) -> LLMFailure:
                 f"The language model provider had an error (HTTP {status}).",
                 _retry_after(exc),
             )
+        if status == 400 and getattr(exc, "code", None) == "context_length_exceeded":
+            # Another model (a longer context) may take it: a reason to fall back.
+            return LLMFailure(
+                False, "context_length", "The question is too long for the language model."
+            )
         message = _PERMANENT_MESSAGES.get(
             status, f"The language model refused the request (HTTP {status})."
         )

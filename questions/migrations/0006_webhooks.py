@@ -10,7 +10,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("questions", "0004_userquota_spend_index"),
+        ("questions", "0005_llm_call_ledger"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -22,6 +22,7 @@ these optional keys:
     ``status``        HTTP status; 2xx is a normal completion, anything else an OpenAI-style
                       error body ``{"error": {"message", "type", "param", "code"}}``
     ``message``       the error body's message
+    ``code``          the error body's code (e.g. ``context_length_exceeded`` with status 400)
     ``retry_after``   value of a ``Retry-After`` header (number or string)
     ``hang``          ``True``: never answer; the connection is dropped on stop(), when the
                       client goes away, or after ``HANG_TIMEOUT`` (300 s)
@@ -37,15 +38,21 @@ these optional keys:
     ``error_after``   stream this many pieces of the answer, then an error event
                       (``data: {"error": {"type": "server_error", ...}}``, a 5xx mid-stream:
                       the status line already said 200) and end the stream
+    ``cut_after``     streamed answers only: send this many pieces of the answer (word by word)
+                      and its first chunks, then drop the connection mid-stream (no usage sent)
 
 ``stream_interval`` (configure) is the seconds between the chunks of a streamed answer
 (``stream: true``): the answer goes out word by word over time, as a real model writes it;
 0 (default) sends it in one chunk. A client that goes away mid-stream ends it (counted in
 ``cut_streams``).
 
+``by_model`` (configure) maps a model name to an ``always`` item for that model alone (e.g.
+the primary answers 500, a fallback answers): a call for such a model uses it instead of
+``always``. ``calls_by_model`` counts the calls received per model.
+
 Precedence per call: next script item, else ``responder(body)`` (a constructor argument: a
-function that picks an item per call, e.g. at random; ``None`` passes), else ``always``, else the
-default success.
+function that picks an item per call, e.g. at random; ``None`` passes), else
+``by_model[model]``, else ``always``, else the default success.
 
 ``call_log`` keeps one entry per call: ``received_at``, ``client_port``, ``text`` (the last user
 message),
@@ -103,10 +110,20 @@ _ITEM_KEYS: Final = frozenset(
         "keepalive_interval",
         "keepalive_after",
         "error_after",
+        "cut_after",
+        "code",
     }
 )
 _CONFIG_KEYS: Final = frozenset(
-    {"latency", "answer", "prompt_tokens", "completion_tokens", "always", "stream_interval"}
+    {
+        "latency",
+        "answer",
+        "prompt_tokens",
+        "completion_tokens",
+        "always",
+        "stream_interval",
+        "by_model",
+    }
 )
 
 # status -> (error type, error code) where OpenAI's differ from the defaults below
@@ -176,6 +193,8 @@ def _validate_item(item: object) -> dict[str, Any]:
     for name in ("keepalive_after", "error_after"):
         if name in out:
             out[name] = _check_tokens(name, out[name])
+    if "code" in out and not isinstance(out["code"], str):
+        raise ValueError(f"code must be a string, got {out['code']!r}")
     if "message" in out and not isinstance(out["message"], str):
         raise ValueError(f"message must be a string, got {out['message']!r}")
     return out
@@ -456,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status,
                 item.get("message", default_message),
                 type_=default_type,
-                code=default_code,
+                code=item.get("code", default_code),
                 headers=headers,
             )
             return
@@ -484,7 +503,7 @@ class _Handler(BaseHTTPRequestHandler):
             include_usage = isinstance(stream_options, dict) and bool(
                 stream_options.get("include_usage")
             )
-            paced = interval > 0 or "keepalive" in item or "error_after" in item
+            paced = interval > 0 or bool({"keepalive", "error_after", "cut_after"} & set(item))
             events = self._stream_events(
                 completion_id,
                 created,
@@ -503,7 +522,11 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
             self._send_stream(
-                status, self._schedule(events, interval, item), plan.log, headers=headers
+                status,
+                self._schedule(events, interval, item),
+                plan.log,
+                headers=headers,
+                cut="cut_after" in item,
             )
             return
 
@@ -545,6 +568,8 @@ class _Handler(BaseHTTPRequestHandler):
         keepalive comments or mid-stream error put in. events[0] is the role chunk, then one
         event per piece of the answer."""
         steps = [(0.0 if index == 0 else interval, event) for index, event in enumerate(events)]
+        if "cut_after" in item:  # the role chunk and `cut_after` pieces, then the drop
+            steps = steps[: 1 + item["cut_after"]]
         if "error_after" in item:
             error = {
                 "message": item.get("message", "The server had an error (scripted by FakeLLM)."),
@@ -568,9 +593,11 @@ class _Handler(BaseHTTPRequestHandler):
         log: dict[str, Any] | None,
         *,
         headers: Mapping[str, str],
+        cut: bool = False,
     ) -> None:
         """Send a streamed answer event by event, each after its wait (chunked encoding); stop
-        as soon as the client goes away."""
+        as soon as the client goes away. `cut`: drop the connection after the last event
+        instead of ending the stream."""
         fake = self.server.fake
         lines = [
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
@@ -591,6 +618,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if index and _is_content(event) and log is not None and "content_at" not in log:
                     fake._note(log, content_at=time.monotonic())
+            if cut:
+                fake._cut_stream(log)
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self.wfile.write(b"0\r\n\r\n")
             fake._note(log, outcome="answered")
         except OSError:
@@ -693,10 +725,12 @@ class FakeLLM:
         self._prompt_tokens: int | None = None
         self._completion_tokens: int | None = None
         self._always: dict[str, Any] | None = None
+        self._by_model: dict[str, dict[str, Any]] = {}
         self._stream_interval = 0.0
         self._script: deque[dict[str, Any]] = deque()
         # counters
         self._calls = 0
+        self._calls_by_model: dict[str, int] = {}
         self._cut_streams = 0
         self._requests: list[dict[str, Any]] = []
         self._call_log: list[dict[str, Any]] = []
@@ -792,6 +826,7 @@ class FakeLLM:
         completion_tokens: int | None | _Unset = _UNSET,
         always: Mapping[str, Any] | None | _Unset = _UNSET,
         stream_interval: float | None | _Unset = _UNSET,
+        by_model: Mapping[str, Mapping[str, Any]] | None | _Unset = _UNSET,
     ) -> None:
         """Change the default behaviour; only the given keys change, ``None`` restores the
         default (latency from the constructor, generated answer, word-count tokens, no
@@ -814,6 +849,13 @@ class FakeLLM:
         new_always = (
             always if isinstance(always, _Unset) or always is None else _validate_item(always)
         )
+        new_by_model: dict[str, dict[str, Any]] | _Unset = _UNSET
+        if by_model is None:
+            new_by_model = {}
+        elif not isinstance(by_model, _Unset):
+            if not isinstance(by_model, Mapping):
+                raise ValueError(f"by_model must be a mapping, got {by_model!r}")
+            new_by_model = {str(name): _validate_item(item) for name, item in by_model.items()}
         with self._cond:
             if not isinstance(new_latency, _Unset):
                 self._latency = new_latency
@@ -825,6 +867,8 @@ class FakeLLM:
                 self._completion_tokens = completion_tokens
             if not isinstance(new_always, _Unset):
                 self._always = new_always
+            if not isinstance(new_by_model, _Unset):
+                self._by_model = new_by_model
             if not isinstance(stream_interval, _Unset):
                 self._stream_interval = (
                     0.0
@@ -856,9 +900,11 @@ class FakeLLM:
             self._prompt_tokens = None
             self._completion_tokens = None
             self._always = None
+            self._by_model = {}
             self._stream_interval = 0.0
             self._script.clear()
             self._calls = 0
+            self._calls_by_model = {}
             self._cut_streams = 0
             self._requests = []
             self._call_log = []
@@ -872,6 +918,12 @@ class FakeLLM:
         """Chat completion requests received (counted on arrival, before any latency)."""
         with self._cond:
             return self._calls
+
+    @property
+    def calls_by_model(self) -> dict[str, int]:
+        """Chat completion requests received, per requested model."""
+        with self._cond:
+            return dict(self._calls_by_model)
 
     @property
     def cut_streams(self) -> int:
@@ -929,8 +981,11 @@ class FakeLLM:
 
     def _arrive(self, record: dict[str, Any], received_at: float, *, consume: bool) -> _Plan:
         record["_received_at"] = received_at
+        model = record.get("model")
         with self._cond:
             self._calls += 1
+            if isinstance(model, str):
+                self._calls_by_model[model] = self._calls_by_model.get(model, 0) + 1
             self._requests.append(record)
             users = [m for m in _messages(record) if m.get("role") == "user"]
             text = _text_of(users[-1].get("content")) if users else ""
@@ -944,6 +999,8 @@ class FakeLLM:
                 if item is None and self._responder is not None:
                     chosen = self._responder(dict(record))
                     item = None if chosen is None else _validate_item(chosen)
+                if item is None and isinstance(model, str) and model in self._by_model:
+                    item = self._by_model[model]
                 if item is None:
                     item = self._always
             self._cond.notify_all()

@@ -25,6 +25,7 @@ JOB_FIELDS = {
     "attempts",
     "usage",
     "cost",
+    "answered_by_fallback",
     "created_at",
     "started_at",
     "finished_at",
@@ -44,6 +45,7 @@ class TestCreate:
         assert body["status"] == "queued"
         assert body["answer"] == "" and body["error"] == ""
         assert body["usage"] is None and body["attempts"] == 0
+        assert body["answered_by_fallback"] is False
         assert response["Location"] == body["url"]
         assert body["url"].endswith(f"/api/questions/{body['id']}/")
         job = Question.objects.get(pk=body["id"])

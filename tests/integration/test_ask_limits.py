@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from questions.limits import utc_day_start
-from questions.models import Question, UserQuota
+from questions.models import LLMCall, Question, UserQuota
 from questions.pricing import worst_case_cost
 from tests.factories import QuestionFactory
 from tests.support import api_ask, assert_json_error, free_port
@@ -140,14 +140,19 @@ def test_yesterdays_spend_does_not_count(api, user, settings, queues):
 
 def test_unfinished_jobs_count_at_their_worst_case(api, user, settings, queues):
     text = "x" * 100
-    one = worst_case_cost(question_bytes=len(text))
+    # Each question may make QUESTIONS_MAX_ATTEMPTS calls: all of them are reserved.
+    one = worst_case_cost(question_bytes=len(text)) * settings.QUESTIONS_MAX_ATTEMPTS
     settings.QUESTIONS_DAILY_BUDGET_USD = one * 2
     assert api_ask(api, text).status_code == 202
     assert api_ask(api, text).status_code == 202
     # Two unfinished questions reserve the whole budget; a third could pass it.
     assert api_ask(api, text).json()["error"] == "budget_exceeded"
-    # Once they are answered, their real (smaller) cost is what counts.
-    Question.objects.filter(owner=user).update(status="succeeded", cost=one / 4)
+    # Once they are answered, their real (smaller) cost is what counts: the ledger's.
+    for job in Question.objects.filter(owner=user):
+        Question.objects.filter(pk=job.pk).update(status="succeeded", attempts=1)
+        LLMCall.objects.create(
+            question=job, user=user, model="gpt-4o-mini", outcome="succeeded", cost=one / 4
+        )
     assert api_ask(api, text).status_code == 202
 
 

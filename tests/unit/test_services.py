@@ -3,13 +3,14 @@ that keeps a worker who lost its claim from storing a result."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from questions.llm.client import Completion
-from questions.models import Question
+from questions.models import LLMCall, Question
 from questions.services import (
     question_claim,
     question_fail,
@@ -125,7 +126,7 @@ def test_extending_leases_touches_only_running_jobs():
 def test_a_worker_that_holds_the_claim_stores_the_answer_and_its_cost():
     question = question_claim(question_id=QuestionFactory().pk, lease_seconds=30).question
 
-    assert question_succeed(question=question, completion=COMPLETION) is True
+    assert question_succeed(question=question, completion=COMPLETION, call_id=uuid.uuid4())
 
     question.refresh_from_db()
     assert question.status == Status.SUCCEEDED
@@ -136,6 +137,10 @@ def test_a_worker_that_holds_the_claim_stores_the_answer_and_its_cost():
     )
     assert question.cost > 0
     assert question.claim_expires_at is None and question.finished_at is not None
+    # The cost is the ledger's: one row for the one call, in the same transaction.
+    assert list(LLMCall.objects.values_list("question", "outcome", "cost")) == [
+        (question.pk, "succeeded", question.cost)
+    ]
 
 
 def test_a_worker_that_lost_its_claim_stores_nothing():
@@ -144,11 +149,16 @@ def test_a_worker_that_lost_its_claim_stores_nothing():
     Question.objects.filter(pk=job.pk).update(claim_expires_at=timezone.now() - timedelta(1))
     question_claim(question_id=job.pk, lease_seconds=30)  # another worker's attempt 2
 
-    assert question_succeed(question=stale, completion=COMPLETION) is False
+    call_id = uuid.uuid4()
+    assert question_succeed(question=stale, completion=COMPLETION, call_id=call_id) is False
     assert question_fail(question=stale, error="boom") is False
 
     job.refresh_from_db()
     assert (job.status, job.attempts, job.answer, job.error) == (Status.RUNNING, 2, "", "")
+    # The call was paid all the same: it is in the ledger and the job's cost, once however
+    # often it is written (a retried store, an answer finished from the stash).
+    assert question_succeed(question=stale, completion=COMPLETION, call_id=call_id) is False
+    assert LLMCall.objects.get().cost == job.cost > 0
 
 
 def test_a_release_for_retry_queues_the_job_again_and_may_give_the_attempt_back():

@@ -11,7 +11,6 @@ from prometheus_client import start_http_server
 
 from config.telemetry import configure_telemetry
 from questions.management.commands._options import int_range, non_negative_float
-from questions.sqs.backoff import DEFAULT_MAX_ATTEMPTS
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
 from questions.worker.chores import oldest_queued_chore, queue_depth_chore, requeue_chore
 from questions.worker.dbpool import shutdown_db_pool
@@ -63,8 +62,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--max-attempts",
             type=int_range(1, 100),
-            default=DEFAULT_MAX_ATTEMPTS,
-            help="LLM attempts per job before it fails (default: %(default)s).",
+            default=settings.QUESTIONS_MAX_ATTEMPTS,
+            help="LLM attempts per job before it fails (default: QUESTIONS_MAX_ATTEMPTS, "
+            "%(default)s; the daily budget reserves for that many).",
         )
         parser.add_argument(
             "--burst",
