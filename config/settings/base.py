@@ -286,6 +286,22 @@ QUESTIONS_EVENTS_CANCEL_GRACE = env_float("QUESTIONS_EVENTS_CANCEL_GRACE", defau
 # The reconnection delay EventSource is told to use (the `retry:` field), in milliseconds.
 QUESTIONS_EVENTS_RETRY_MS = env_int("QUESTIONS_EVENTS_RETRY_MS", default=2000)
 
+# --- Limits on event streams (questions.live.slots; README "Limits on event streams").
+# Concurrent streams per user and per client IP (0: no cap), counted in Redis across processes;
+# one more is a 429. A stream's slot is a lease it refreshes; a dead process's slots lapse after
+# QUESTIONS_SSE_LEASE_SECONDS.
+QUESTIONS_SSE_MAX_PER_USER = env_int("QUESTIONS_SSE_MAX_PER_USER", default=20)
+require_min("QUESTIONS_SSE_MAX_PER_USER", QUESTIONS_SSE_MAX_PER_USER, 0)
+QUESTIONS_SSE_MAX_PER_IP = env_int("QUESTIONS_SSE_MAX_PER_IP", default=100)
+require_min("QUESTIONS_SSE_MAX_PER_IP", QUESTIONS_SSE_MAX_PER_IP, 0)
+QUESTIONS_SSE_LEASE_SECONDS = env_float("QUESTIONS_SSE_LEASE_SECONDS", default=30.0)
+if QUESTIONS_SSE_LEASE_SECONDS <= 0:
+    raise ImproperlyConfigured("QUESTIONS_SSE_LEASE_SECONDS must be more than 0.")
+# Catch-up reads of the answer streams (a watcher's first XREAD) at once per events process:
+# after a restart every watcher reconnects together; this keeps them inside the Redis pool.
+QUESTIONS_EVENTS_CATCHUP_CONCURRENCY = env_int("QUESTIONS_EVENTS_CATCHUP_CONCURRENCY", default=8)
+require_min("QUESTIONS_EVENTS_CATCHUP_CONCURRENCY", QUESTIONS_EVENTS_CATCHUP_CONCURRENCY, 1)
+
 # --- Observability. The admin links a job's trace id to this URL ("{trace_id}" is replaced),
 # e.g. Grafana's Explore view of Tempo (docker-compose.yml sets one); unset: no link.
 TRACE_URL_TEMPLATE = env_optional("TRACE_URL_TEMPLATE")
