@@ -7,6 +7,7 @@ import importlib
 import json
 import re
 import subprocess
+import threading
 from datetime import timedelta
 from io import StringIO
 
@@ -15,15 +16,19 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
 
 from questions.accounts import api_token_create, api_token_revoke, token_digest
+from questions.api.authentication import CachedTokenAuthentication
+from questions.cache import reset_breaker
 from questions.models import ApiToken
 from tests.factories import UserFactory
+from tests.support import TCPProxy, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -235,3 +240,76 @@ def test_no_token_appears_in_a_dump_of_the_database():
     assert token_digest(made) in dump  # the dump does hold the token table
     for key in (made, demo, LEGACY_KEY):
         assert key not in dump
+
+
+# --- revocation races and outages --------------------------------------------------------------
+
+
+def _lock_waiters() -> int:
+    """Sessions on this test database waiting for a row lock."""
+    with connection.cursor() as cursor:
+        # Inside a transaction, the activity view is a snapshot until cleared.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lookup_racing_a_revocation_cannot_cache_the_token_again(user):
+    new = api_token_create(user=user, name="racing")
+    outcome: dict[str, object] = {}
+
+    def concurrent_request() -> None:
+        # Another request with the token while the revocation is not yet committed: it still
+        # reads the row, then waits on the row's lock to record the use.
+        try:
+            outcome["user"] = CachedTokenAuthentication().authenticate_credentials(new.key)[0]
+        except AuthenticationFailed as exc:
+            outcome["refused"] = str(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=concurrent_request)
+    with transaction.atomic():
+        api_token_revoke(user=user, token_id=new.token.pk)
+        thread.start()
+        wait_until(_lock_waiters, timeout=10, what="the concurrent lookup to wait on the row")
+    thread.join(timeout=10)
+
+    assert outcome == {"refused": "Invalid token."}
+    assert _client(new.key).get("/api/questions/").status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_revoked_while_redis_was_unreachable_is_refused_when_redis_is_back(user, settings):
+    direct = _raw_redis()
+    host, port = (
+        direct.connection_pool.connection_kwargs["host"],
+        direct.connection_pool.connection_kwargs["port"],
+    )
+    db = direct.connection_pool.connection_kwargs["db"]
+    proxy = TCPProxy(int(port)).start()
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://{host}:{proxy.port}/{db}"},
+    }
+    try:
+        new = api_token_create(user=user, name="revoked in an outage")
+        client = _client(new.key)
+        assert client.get("/api/questions/").status_code == 200
+        assert direct.exists(_token_cache_key(new.key))  # cached
+
+        proxy.cut()
+        assert api_token_revoke(user=user, token_id=new.token.pk)
+        assert direct.exists(_token_cache_key(new.key))  # the delete never reached Redis
+        assert client.get("/api/questions/").status_code == 401  # PostgreSQL decides meanwhile
+
+        proxy.restore()
+        reset_breaker()  # Redis is back, and this process tries it again
+        assert client.get("/api/questions/").status_code == 401
+        assert client.get("/api/questions/").status_code == 401
+    finally:
+        proxy.cut()
