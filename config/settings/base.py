@@ -276,9 +276,9 @@ require_min("OPENAI_RATE_LIMIT_PROCESSES", OPENAI_RATE_LIMIT_PROCESSES, 1)
 # --- Server-Sent Events of a job (questions.api.events) and the static files the app serves.
 # A `: keepalive` comment after this many idle seconds (under nginx's proxy_read_timeout).
 QUESTIONS_EVENTS_KEEPALIVE = env_float("QUESTIONS_EVENTS_KEEPALIVE", default=15.0)
-# A quiet stream looks for the finished job in the Redis cache this often (the row: at keepalives).
+# A quiet stream looks at what the shared row check found this often.
 QUESTIONS_EVENTS_CHECK_INTERVAL = env_float("QUESTIONS_EVENTS_CHECK_INTERVAL", default=2.0)
-# With Redis down, a watcher polls the job row this often instead.
+# The events process checks the rows of all its watched jobs (one query) this often.
 QUESTIONS_EVENTS_POLL_INTERVAL = env_float("QUESTIONS_EVENTS_POLL_INTERVAL", default=1.0)
 # A job stopped while running ends its watchers' streams when its worker has stored the partial
 # answer (the stream's `end`), or after this many seconds if that never comes.

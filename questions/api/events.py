@@ -6,12 +6,14 @@ never moves the resume point), then the job's answer stream (questions.live.stre
 status (`succeeded` is sent as `done`, `failed`, `cancelled`) whose data is the stored job as
 the API shows it, after which the stream closes. A watcher that reconnects with `Last-Event-ID`
 (or `?last_event_id=`) gets what came after that entry; a finished job gets its final event at
-once. `: keepalive` comments keep idle proxies from closing the connection. A quiet stream
-also looks for the finished job in the Redis cache every few seconds and in the row at each
-keepalive, so a job whose `end` never reached the stream still ends its watchers' streams.
+once. `: keepalive` comments keep idle proxies from closing the connection. The event loop's
+one shared check of the rows (questions.api.events_poll: one query a second for every watched
+job) tells a stream when its job is finished, so a job whose `end` never reached the stream, or
+whose stream Redis cannot serve, still ends its watchers' streams; Redis is tried again now and
+then.
 
-When Redis is down the row is polled instead (every `QUESTIONS_EVENTS_POLL_INTERVAL` seconds)
-and the final event sent when it is finished; Redis is tried again now and then.
+Streams are bounded per user and per client IP (questions.live.slots): the view takes a slot
+before the stream starts (429 past the caps) and the stream holds it until it ends.
 
 One async generator serves both servers: under ASGI (uvicorn, the `events` process) Django
 iterates it on the event loop, so a watcher costs a coroutine, not a thread; under WSGI
