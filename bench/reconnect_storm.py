@@ -362,8 +362,8 @@ def print_report(report: dict[str, Any]) -> None:
 
     print(f"\n### Reconnect storm: {report['watchers']} watchers ({report['code']})\n")
     print("| re-attached | p50 / all | peak PG conns | PG conns opened | peak Redis conns | "
-          "429s | failed streams | pool errors in log | idle 60 s: PG conns opened, "
-          "peak PG / Redis |")  # fmt: skip
+          f"429s | failed streams | pool errors in log | idle {report['idle_seconds']:.0f} s: "
+          "PG conns opened, peak PG / Redis |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {storm['attached']}/{report['watchers']} "
