@@ -7,12 +7,14 @@ import importlib
 import json
 import re
 import subprocess
+import sys
 import threading
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 import redis
+import requests
 from django.conf import settings
 from django.core.cache import cache
 from django.core.management import call_command
@@ -28,7 +30,7 @@ from questions.api.authentication import CachedTokenAuthentication
 from questions.cache import reset_breaker
 from questions.models import ApiToken
 from tests.factories import UserFactory
-from tests.support import TCPProxy, wait_until
+from tests.support import TCPProxy, child_env, free_port, serving, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -313,3 +315,53 @@ def test_a_token_revoked_while_redis_was_unreachable_is_refused_when_redis_is_ba
         assert client.get("/api/questions/").status_code == 401
     finally:
         proxy.cut()
+
+
+def _get(url: str, headers: dict[str, str]) -> int:
+    return requests.get(url, headers=headers, timeout=10).status_code
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_back_from_a_redis_outage_checks_cached_tokens_against_their_rows(
+    user, artifacts
+):
+    # Another process revoked the token while Redis was unreachable, and could not write its
+    # tombstone (it died). A server that saw the outage must not believe the stale entry.
+    direct = _raw_redis()
+    proxy = TCPProxy(int(direct.connection_pool.connection_kwargs["port"])).start()
+    db = direct.connection_pool.connection_kwargs["db"]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = artifacts / "uvicorn.log"
+    new = api_token_create(user=user, name="revoked elsewhere")
+    headers = {"Authorization": f"Token {new.key}"}
+    try:
+        with serving(
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+             "--port", str(port), "--no-access-log", "--lifespan", "off"],
+            env=child_env(REDIS_URL=f"redis://127.0.0.1:{proxy.port}/{db}"),
+            log_path=log,
+            base_url=base,
+        ):  # fmt: skip
+            assert _get(f"{base}/api/questions/", headers) == 200
+            assert direct.exists(_token_cache_key(new.key))  # cached
+            proxy.cut()
+            # The server meets the outage, and answers from PostgreSQL.
+            assert _get(f"{base}/api/questions/", headers) == 200
+            with connection.cursor() as cursor:  # revoked, no signal, no tombstone
+                cursor.execute("DELETE FROM questions_apitoken WHERE id = %s", [new.token.pk])
+            proxy.restore()
+            assert direct.exists(_token_cache_key(new.key))  # the stale entry is still there
+
+            statuses: list[int] = []
+
+            def cache_back() -> bool:
+                statuses.append(_get(f"{base}/api/questions/", headers))
+                return "Redis cache available again" in log.read_text()
+
+            # Until the server's breaker lets it use Redis again, and the request that did.
+            wait_until(cache_back, timeout=20, interval=0.2, what="the server to use Redis again")
+            statuses.append(_get(f"{base}/api/questions/", headers))
+    finally:
+        proxy.cut()
+    assert set(statuses) == {401}, statuses
