@@ -46,7 +46,15 @@ from typing import Any
 
 os.environ.setdefault("BENCH_DATABASE", "questions_bench_storm")
 
-from bench.rig import BENCH_DB, PG_ADMIN_URL, ROOT, Rig, prepare_database, setup_django  # noqa: E402
+from bench.rig import (  # noqa: E402
+    BENCH_DB,
+    PG_ADMIN_URL,
+    ROOT,
+    Rig,
+    cpu_seconds,
+    prepare_database,
+    setup_django,
+)
 from tests.support import free_port  # noqa: E402
 from tests.support import wait_until as wait_for  # noqa: E402
 
@@ -323,16 +331,20 @@ async def _attach_then_storm(
         watcher.refused = 0
     process = _start_events(rig, env, port, code, "events")
     sessions_before = sampler.pg_sessions()
+    cpu_before = cpu_seconds(process.pid)
     sampler.start()
     storm = await _storm(watchers, port, phase="reconnect", timeout=180)
     peak_pg, peak_redis = sampler.stop()
     sessions_storm = sampler.pg_sessions() - sessions_before
+    cpu_storm = cpu_seconds(process.pid) - cpu_before
     # Idle: every watcher attached, nothing written. Keepalives and the finished-job check.
     sampler.start()
     idle_sessions_before = sampler.pg_sessions()
+    cpu_before = cpu_seconds(process.pid)
     await asyncio.sleep(idle)  # the measured span itself
     idle_peak_pg, idle_peak_redis = sampler.stop()
     idle_sessions = sampler.pg_sessions() - idle_sessions_before
+    cpu_idle = cpu_seconds(process.pid) - cpu_before
     settled_pg, settled_redis = sampler.pg_connections(), sampler.redis_connections()
     for watcher in watchers:
         watcher.close()
@@ -342,6 +354,8 @@ async def _attach_then_storm(
         "storm_peak_pg_connections": peak_pg,
         "storm_peak_redis_connections": peak_redis,
         "storm_pg_sessions_opened": sessions_storm,
+        "storm_cpu_s": cpu_storm,
+        "idle_cpu_s": cpu_idle,
         "refused_429": sum(w.refused for w in watchers),
         "failed_streams": sum(bool(w.errors) for w in watchers),
         "errors": sorted({e for w in watchers for e in w.errors})[:5],
@@ -362,17 +376,18 @@ def print_report(report: dict[str, Any]) -> None:
 
     print(f"\n### Reconnect storm: {report['watchers']} watchers ({report['code']})\n")
     print("| re-attached | p50 / all | peak PG conns | PG conns opened | peak Redis conns | "
-          f"429s | failed streams | pool errors in log | idle {report['idle_seconds']:.0f} s: "
-          "PG conns opened, peak PG / Redis |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"429s | failed streams | pool errors in log | CPU (storm) | idle "
+          f"{report['idle_seconds']:.0f} s: PG conns opened, peak PG / Redis, CPU |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {storm['attached']}/{report['watchers']} "
         f"| {seconds(storm['p50_s'])} / {seconds(storm['all_s'])} "
         f"| {report['storm_peak_pg_connections']} | {report['storm_pg_sessions_opened']} "
         f"| {report['storm_peak_redis_connections']} | {report['refused_429']} "
         f"| {report['failed_streams']} | {report['log_max_connections_errors']} "
+        f"| {report['storm_cpu_s']:.1f} s "
         f"| {report['idle_pg_sessions_opened']}, {report['idle_peak_pg_connections']} / "
-        f"{report['idle_peak_redis_connections']} |"
+        f"{report['idle_peak_redis_connections']}, {report['idle_cpu_s']:.1f} s |"
     )
     if report["errors"]:
         print(f"\nerrors (first 5): {report['errors']}")
