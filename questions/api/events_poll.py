@@ -22,11 +22,19 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import DatabaseError
 
+from questions.breaker import Breaker
 from questions.models import Question
 from questions.selectors import question_statuses
 from questions.worker.dbpool import run_db
 
 logger = logging.getLogger(__name__)
+# Only for logging an outage once (the check itself is retried every interval).
+_outage = Breaker(
+    logger=logger,
+    retry_after=0.0,
+    down="job rows unreadable; watchers wait for their streams",
+    up="job rows readable again",
+)
 
 _FINISHED = frozenset(
     {Question.Status.SUCCEEDED, Question.Status.FAILED, Question.Status.CANCELLED}
@@ -77,8 +85,9 @@ class JobPoll:
             try:
                 statuses = await run_db(question_statuses, question_ids=pending)
             except DatabaseError as exc:
-                logger.warning("job rows unreadable", extra={"error": type(exc).__name__})
+                _outage.failed(exc)
                 continue
+            _outage.succeeded()
             for job_id in pending:
                 followed = self._jobs.get(job_id)
                 if followed is None:

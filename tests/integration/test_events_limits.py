@@ -10,6 +10,7 @@ import http.client
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,12 @@ def events_server(artifacts: Path) -> Iterator[Callable[..., Events]]:
                 serving(
                     argv,
                     env=child_env(
-                        QUESTIONS_SSE_MAX_PER_USER="2",
-                        QUESTIONS_SSE_MAX_PER_IP="3",
-                        QUESTIONS_SSE_LEASE_SECONDS=str(LEASE_SECONDS),
-                        **env,
+                        **{
+                            "QUESTIONS_SSE_MAX_PER_USER": "2",
+                            "QUESTIONS_SSE_MAX_PER_IP": "3",
+                            "QUESTIONS_SSE_LEASE_SECONDS": str(LEASE_SECONDS),
+                            **env,
+                        }
                     ),
                     log_path=artifacts / f"uvicorn-{port}.log",
                     base_url=f"http://127.0.0.1:{port}",
@@ -172,18 +175,32 @@ def test_slots_are_counted_across_processes_and_a_killed_process_frees_its_own(e
     _close(held)
 
 
-def _sessions() -> int:
-    """Connections ever closed on this test database (PostgreSQL counts them at disconnect)."""
+def _database_stat(column: str) -> int:
+    """A counter of this test database in pg_stat_database (`sessions`: connections opened;
+    `xact_commit`: transactions, each autocommitted query one)."""
     db = settings.DATABASES["default"]
     with psycopg.connect(
         host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname="postgres"
     ) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
-            "SELECT sessions FROM pg_stat_database WHERE datname = %s", [db["NAME"]]
+            f"SELECT {column} FROM pg_stat_database WHERE datname = %s",  # noqa: S608
+            [db["NAME"]],
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _sessions() -> int:
+    return _database_stat("sessions")
+
+
+def _keepalives(response: http.client.HTTPResponse, count: int) -> None:
+    seen = 0
+    for item in iter_events(response):
+        seen += item == ": keepalive"
+        if seen == count:
+            return
 
 
 def test_keepalives_open_no_postgresql_connections(events_server, user):
@@ -194,22 +211,42 @@ def test_keepalives_open_no_postgresql_connections(events_server, user):
     )
     token = _token(user)
     streams = [_attached(events.open(_running(user), token)) for _ in range(2)]
-
-    def keepalives(response: http.client.HTTPResponse, count: int) -> None:
-        seen = 0
-        for item in iter_events(response):
-            seen += item == ": keepalive"
-            if seen == count:
-                return
-
     for response in streams:
-        keepalives(response, 2)  # attached and idle
+        _keepalives(response, 2)  # attached and idle
     before = _sessions()
     for response in streams:
-        keepalives(response, 10)
+        _keepalives(response, 10)
     opened = _sessions() - before
     # Ten keepalives each: before the fix, a connection opened and closed per keepalive per
     # stream (20 here); now the process's database threads keep theirs.
     assert opened <= 1, opened
+    for response in streams:
+        _close(response)
+
+
+def test_with_redis_down_the_rows_are_checked_once_per_interval_not_once_per_watcher(
+    events_server, user
+):
+    # Redis unreachable for the events process: every stream waits on the row check alone.
+    events = events_server(
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        QUESTIONS_SSE_MAX_PER_USER="0",
+        QUESTIONS_SSE_MAX_PER_IP="0",
+        QUESTIONS_EVENTS_KEEPALIVE="0.5",
+        QUESTIONS_EVENTS_POLL_INTERVAL="0.25",
+    )
+    token = _token(user)
+    watchers = 8
+    streams = [_attached(events.open(_running(user), token)) for _ in range(watchers)]
+    for response in streams:
+        _keepalives(response, 1)
+    started, before = time.monotonic(), _database_stat("xact_commit")
+    for response in streams:
+        _keepalives(response, 6)  # about 3 s for each
+    queries = _database_stat("xact_commit") - before
+    checks = (time.monotonic() - started) / 0.25
+    # One query per interval for all eight (plus PostgreSQL's own lag in counting); before the
+    # fix, one per interval per watcher, each on a new connection.
+    assert queries <= checks * 2 + 5, (queries, checks)
     for response in streams:
         _close(response)
