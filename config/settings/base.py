@@ -301,6 +301,11 @@ if QUESTIONS_SSE_LEASE_SECONDS <= 0:
 # after a restart every watcher reconnects together; this keeps them inside the Redis pool.
 QUESTIONS_EVENTS_CATCHUP_CONCURRENCY = env_int("QUESTIONS_EVENTS_CATCHUP_CONCURRENCY", default=8)
 require_min("QUESTIONS_EVENTS_CATCHUP_CONCURRENCY", QUESTIONS_EVENTS_CATCHUP_CONCURRENCY, 1)
+if QUESTIONS_EVENTS_CATCHUP_CONCURRENCY >= QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS:
+    raise ImproperlyConfigured(
+        "QUESTIONS_EVENTS_CATCHUP_CONCURRENCY must be below QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS "
+        "(the shared read and the slot leases need connections too)."
+    )
 
 # --- Observability. The admin links a job's trace id to this URL ("{trace_id}" is replaced),
 # e.g. Grafana's Explore view of Tempo (docker-compose.yml sets one); unset: no link.
