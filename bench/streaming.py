@@ -374,6 +374,10 @@ def run(plan: Plan, mode: str) -> dict[str, Any]:
             SQS_DLQ_NAME=f"stream-bench-dlq-{suffix}",
             OTEL_SDK_DISABLED="true",
             DJANGO_SECURE_SSL_REDIRECT="false",
+            # One user watches one job a thousand times from one address: no caps on streams
+            # here (bench/reconnect_storm.py measures with them).
+            QUESTIONS_SSE_MAX_PER_USER="0",
+            QUESTIONS_SSE_MAX_PER_IP="0",
         )
         if fauxqs:
             rig.start(

@@ -46,17 +46,24 @@ def api_token_create(*, user: User, name: str, expires_at: datetime | None = Non
 
 
 def api_token_revoke(*, user: User, token_id: int) -> bool:
-    """Delete one of `user`'s tokens. The cache entry goes with it (questions.signals), so the
-    token is refused at once. False if the user holds no such token."""
+    """Delete one of `user`'s tokens. Its cache entry goes with it and becomes a tombstone when
+    the deletion commits (questions.signals), so the token is refused at once, Redis reachable
+    or not. False if the user holds no such token."""
     deleted, _ = ApiToken.objects.filter(user=user, pk=token_id).delete()
     return bool(deleted)
 
 
-def api_token_touch(*, token: ApiToken) -> None:
-    """Record a use (called on a cache miss only, so at most once per TOKEN_CACHE_TTL)."""
+def api_token_touch(*, token: ApiToken) -> bool:
+    """Record a use (called on a cache miss only, so at most once per TOKEN_CACHE_TTL). False if
+    the token was deleted meanwhile (the UPDATE waits for a revocation in progress to commit)."""
     now = timezone.now()
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    touched = ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     token.last_used_at = now
+    return bool(touched)
+
+
+def api_token_exists(*, token_id: int) -> bool:
+    return ApiToken.objects.filter(pk=token_id).exists()
 
 
 def api_token_list(*, user: User) -> QuerySet[ApiToken]:

@@ -20,6 +20,7 @@ class Breaker:
         self._up_message = up
         self._lock = threading.Lock()
         self._down_until = 0.0
+        self._last_failure: float | None = None
         self._outage_logged = False
 
     def available(self) -> bool:
@@ -28,11 +29,17 @@ class Breaker:
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
-            self._down_until = time.monotonic() + self._retry_after
+            self._last_failure = time.monotonic()
+            self._down_until = self._last_failure + self._retry_after
             if self._outage_logged:
                 return
             self._outage_logged = True
         self._logger.warning(self._down_message, extra={"error": type(exc).__name__})
+
+    def failed_within(self, seconds: float) -> bool:
+        """Whether the service failed less than `seconds` ago (what it holds may be stale)."""
+        last = self._last_failure
+        return last is not None and time.monotonic() - last < seconds
 
     def succeeded(self) -> None:
         if not self._outage_logged:
@@ -47,4 +54,5 @@ class Breaker:
         """Close the breaker (tests, and after an operator fixed the service)."""
         with self._lock:
             self._down_until = 0.0
+            self._last_failure = None
             self._outage_logged = False

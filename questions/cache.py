@@ -13,6 +13,8 @@ breaker), so a dead Redis costs one timeout per few seconds, not one per request
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -125,6 +127,22 @@ def job_cache_delete_many(question_ids: list[uuid.UUID]) -> None:
 
 
 # --- API tokens ---------------------------------------------------------------------------
+# A revoked token must be refused at once by every process, however its revocation met Redis:
+# - its entry is deleted when the row is (best effort), and after the deletion commits a
+#   tombstone takes its place for TOKEN_CACHE_TTL; lookups cache with SET NX (`add`), so a
+#   lookup that read the row before the commit cannot put the token back;
+# - a tombstone that could not be written (Redis unreachable, breaker open) is kept in this
+#   process, which refuses the token itself and writes the tombstone as soon as Redis answers
+#   (at its next token lookup, or from a thread that retries every second);
+# - and for TOKEN_CACHE_TTL after this process last failed to reach Redis, a cached entry is
+#   checked against PostgreSQL before it is believed: another process may have revoked a token
+#   while Redis was unreachable and not be able to write its tombstone yet.
+
+REVOKED: dict[str, Any] = {"revoked": True}
+_RETRY_SECONDS = 1.0
+_unsent_lock = threading.Lock()
+_unsent_tombstones: set[str] = set()
+_retrying = False
 
 
 def _token_key(digest: str) -> str:
@@ -133,16 +151,75 @@ def _token_key(digest: str) -> str:
 
 
 def token_cache_get(digest: str) -> dict[str, Any] | None:
+    """The cached entry, `REVOKED`, or None (a miss: ask PostgreSQL)."""
+    if _unsent_tombstones:
+        _send_tombstones()
+        if digest in _unsent_tombstones:
+            return REVOKED
     entry = _guarded("get", cache.get, _token_key(digest))
     return entry if isinstance(entry, dict) else None
 
 
 def token_cache_set(digest: str, entry: dict[str, Any], *, timeout: float) -> None:
-    _guarded("set", cache.set, _token_key(digest), entry, timeout=timeout)
+    """Cache a lookup unless the key is taken (by a tombstone, or by a lookup as fresh)."""
+    _guarded("set", cache.add, _token_key(digest), entry, timeout=timeout)
 
 
 def token_cache_delete(digest: str) -> None:
     _guarded("delete", cache.delete, _token_key(digest))
+
+
+def token_cache_trusted() -> bool:
+    """False for TOKEN_CACHE_TTL after Redis was last unreachable from this process."""
+    return not _breaker.failed_within(settings.TOKEN_CACHE_TTL)
+
+
+def token_cache_revoke(digest: str) -> None:
+    """After a token's deletion committed: its tombstone, now or as soon as Redis answers."""
+    with _unsent_lock:
+        _unsent_tombstones.add(digest)
+    if not _send_tombstones():
+        _retry_in_background()
+
+
+def _write_tombstones(digests: list[str]) -> bool:
+    cache.set_many(
+        {_token_key(digest): REVOKED for digest in digests}, timeout=settings.TOKEN_CACHE_TTL
+    )
+    return True
+
+
+def _send_tombstones() -> bool:
+    """Write the tombstones not written yet; True when none is left."""
+    with _unsent_lock:
+        digests = list(_unsent_tombstones)
+    if not digests:
+        return True
+    if not _guarded("set", _write_tombstones, digests):
+        return False
+    with _unsent_lock:
+        _unsent_tombstones.difference_update(digests)
+        return not _unsent_tombstones
+
+
+def _retry_in_background() -> None:
+    global _retrying
+    with _unsent_lock:
+        if _retrying:
+            return
+        _retrying = True
+
+    def retry() -> None:
+        global _retrying
+        while True:
+            time.sleep(_RETRY_SECONDS)  # a pause between attempts, not synchronisation
+            if _send_tombstones():
+                with _unsent_lock:
+                    if not _unsent_tombstones:
+                        _retrying = False
+                        return
+
+    threading.Thread(target=retry, name="token-tombstones", daemon=True).start()
 
 
 def reset_breaker() -> None:

@@ -142,3 +142,9 @@ def questions_cancelled_among(*, question_ids: list[uuid.UUID]) -> set[uuid.UUID
             "pk", flat=True
         )
     )
+
+
+def question_statuses(*, question_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The status of each of these jobs that still exists, in one query (the events process's
+    shared check of every watched job)."""
+    return dict(Question.objects.filter(pk__in=question_ids).values_list("pk", "status"))

@@ -3,19 +3,23 @@ or with its user); let migrations run past the statement timeout."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models.signals import post_delete, pre_migrate
 from django.dispatch import receiver
 
-from questions.cache import token_cache_delete
+from questions.cache import token_cache_delete, token_cache_revoke
 from questions.models import ApiToken
 
 
 @receiver(post_delete, sender=ApiToken)
 def forget_deleted_token(sender: type[ApiToken], instance: ApiToken, **kwargs: Any) -> None:
+    # Now (best effort), and a tombstone once the deletion is committed: a request that read
+    # the row before the commit cannot cache the token again (questions.cache).
     token_cache_delete(instance.digest)
+    transaction.on_commit(partial(token_cache_revoke, instance.digest), using=kwargs.get("using"))
 
 
 @receiver(pre_migrate, dispatch_uid="questions.migrate_without_statement_timeout")

@@ -337,15 +337,36 @@ require_min("OPENAI_RATE_LIMIT_PROCESSES", OPENAI_RATE_LIMIT_PROCESSES, 1)
 # --- Server-Sent Events of a job (questions.api.events) and the static files the app serves.
 # A `: keepalive` comment after this many idle seconds (under nginx's proxy_read_timeout).
 QUESTIONS_EVENTS_KEEPALIVE = env_float("QUESTIONS_EVENTS_KEEPALIVE", default=15.0)
-# A quiet stream looks for the finished job in the Redis cache this often (the row: at keepalives).
+# A quiet stream looks at what the shared row check found this often.
 QUESTIONS_EVENTS_CHECK_INTERVAL = env_float("QUESTIONS_EVENTS_CHECK_INTERVAL", default=2.0)
-# With Redis down, a watcher polls the job row this often instead.
+# The events process checks the rows of all its watched jobs (one query) this often.
 QUESTIONS_EVENTS_POLL_INTERVAL = env_float("QUESTIONS_EVENTS_POLL_INTERVAL", default=1.0)
 # A job stopped while running ends its watchers' streams when its worker has stored the partial
 # answer (the stream's `end`), or after this many seconds if that never comes.
 QUESTIONS_EVENTS_CANCEL_GRACE = env_float("QUESTIONS_EVENTS_CANCEL_GRACE", default=5.0)
 # The reconnection delay EventSource is told to use (the `retry:` field), in milliseconds.
 QUESTIONS_EVENTS_RETRY_MS = env_int("QUESTIONS_EVENTS_RETRY_MS", default=2000)
+
+# --- Limits on event streams (questions.live.slots; README "Limits on event streams").
+# Concurrent streams per user and per client IP (0: no cap), counted in Redis across processes;
+# one more is a 429. A stream's slot is a lease it refreshes; a dead process's slots lapse after
+# QUESTIONS_SSE_LEASE_SECONDS.
+QUESTIONS_SSE_MAX_PER_USER = env_int("QUESTIONS_SSE_MAX_PER_USER", default=20)
+require_min("QUESTIONS_SSE_MAX_PER_USER", QUESTIONS_SSE_MAX_PER_USER, 0)
+QUESTIONS_SSE_MAX_PER_IP = env_int("QUESTIONS_SSE_MAX_PER_IP", default=100)
+require_min("QUESTIONS_SSE_MAX_PER_IP", QUESTIONS_SSE_MAX_PER_IP, 0)
+QUESTIONS_SSE_LEASE_SECONDS = env_float("QUESTIONS_SSE_LEASE_SECONDS", default=30.0)
+if QUESTIONS_SSE_LEASE_SECONDS <= 0:
+    raise ImproperlyConfigured("QUESTIONS_SSE_LEASE_SECONDS must be more than 0.")
+# Catch-up reads of the answer streams (a watcher's first XREAD) at once per events process:
+# after a restart every watcher reconnects together; this keeps them inside the Redis pool.
+QUESTIONS_EVENTS_CATCHUP_CONCURRENCY = env_int("QUESTIONS_EVENTS_CATCHUP_CONCURRENCY", default=8)
+require_min("QUESTIONS_EVENTS_CATCHUP_CONCURRENCY", QUESTIONS_EVENTS_CATCHUP_CONCURRENCY, 1)
+if QUESTIONS_EVENTS_CATCHUP_CONCURRENCY >= QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS:
+    raise ImproperlyConfigured(
+        "QUESTIONS_EVENTS_CATCHUP_CONCURRENCY must be below QUESTIONS_STREAM_REDIS_MAX_CONNECTIONS "
+        "(the shared read and the slot leases need connections too)."
+    )
 
 # --- Observability. The admin links a job's trace id to this URL ("{trace_id}" is replaced),
 # e.g. Grafana's Explore view of Tempo (docker-compose.yml sets one); unset: no link.

@@ -2,10 +2,14 @@
 
 Without the cache every API request costs a PostgreSQL query before any work is done. The cache
 holds the user's id and flags, the token's id and its expiry, keyed by the token's digest:
-never the token, never a pickled User. A revoked token is dropped from the cache with its row
-(questions.signals), an expired one is refused on a cache hit too; a user deactivated in the
-meantime keeps API access for at most `TOKEN_CACHE_TTL` seconds. With Redis down, every request
-falls back to PostgreSQL.
+never the token, never a pickled User. A revoked token is refused at once: its entry becomes a
+tombstone when its deletion commits, a lookup that raced the revocation finds the row gone when
+it records the use and caches nothing, and a revocation that could not reach Redis is kept and
+honoured by its process until Redis takes it (questions.cache, questions.signals). An expired
+token is refused on a cache hit too; a user deactivated in the meantime keeps API access for at
+most `TOKEN_CACHE_TTL` seconds. With Redis down, every request falls back to PostgreSQL, and for
+`TOKEN_CACHE_TTL` after an outage a cached entry is checked against its row before it is
+believed.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from django.utils.dateparse import parse_datetime
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
-from questions.accounts import api_token_find, api_token_touch, token_digest
-from questions.cache import token_cache_get, token_cache_set
+from questions.accounts import api_token_exists, api_token_find, api_token_touch, token_digest
+from questions.cache import REVOKED, token_cache_get, token_cache_set, token_cache_trusted
 from questions.models import ApiToken
 
 _INVALID = "Invalid token."
@@ -65,6 +69,8 @@ class CachedTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         digest = token_digest(key)
         entry = token_cache_get(digest)
+        if entry == REVOKED:
+            raise exceptions.AuthenticationFailed(_INVALID)
         if entry is not None:
             try:
                 user, expires_at = _user_from(entry), _expiry(entry)
@@ -76,6 +82,9 @@ class CachedTokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed(_EXPIRED)
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_INACTIVE)
+        if not token_cache_trusted() and not api_token_exists(token_id=entry["token_id"]):
+            # Revoked while Redis was unreachable, perhaps by another process.
+            raise exceptions.AuthenticationFailed(_INVALID)
         return user, entry["token_id"]
 
     def _from_database(self, key: str, digest: str) -> tuple[Any, Any]:
@@ -87,7 +96,9 @@ class CachedTokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed(_EXPIRED)
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed(_INACTIVE)
-        api_token_touch(token=token)
+        if not api_token_touch(token=token):
+            # Revoked since it was read: cache nothing (its tombstone is on the way).
+            raise exceptions.AuthenticationFailed(_INVALID)
         timeout = float(settings.TOKEN_CACHE_TTL)
         if token.expires_at is not None:
             timeout = min(timeout, (token.expires_at - now).total_seconds())

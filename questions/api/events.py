@@ -7,12 +7,13 @@ id, then one final event named after the final status (`succeeded` is sent as `d
 `cancelled`) whose data is the stored job as the API shows it, after which the stream closes. A
 watcher that reconnects with `Last-Event-ID` (or `?last_event_id=`) gets what came after that
 entry; a finished job gets its final event at once. `: keepalive` comments keep idle proxies
-from closing the connection. A quiet stream also looks for the finished job in the Redis cache
-every few seconds and in the row at each keepalive, so a job whose `end` never reached the
-stream still ends its watchers' streams.
+from closing the connection. The event loop's one shared check of the rows
+(questions.api.events_poll: one query a second for every watched job) tells a stream when its job
+is finished, so a job whose `end` never reached the stream, or whose stream Redis cannot serve,
+still ends its watchers' streams; Redis is tried again now and then.
 
-When Redis is down the row is polled instead (every `QUESTIONS_EVENTS_POLL_INTERVAL` seconds)
-and the final event sent when it is finished; Redis is tried again now and then.
+Streams are bounded per user and per client IP (questions.live.slots): the view takes a slot
+before the stream starts (429 past the caps) and the stream holds it until it ends.
 
 One async generator serves both servers: under ASGI (uvicorn, the `events` process) Django
 iterates it on the event loop, so a watcher costs a coroutine, not a thread; under WSGI
@@ -31,7 +32,7 @@ from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import SyncToAsync, sync_to_async
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
@@ -39,19 +40,22 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from redis.exceptions import RedisError
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, Throttled, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from questions.api.schema import SERVER_SENT_EVENT, WWW_AUTHENTICATE, errors
+from questions.api.events_poll import job_poll
+from questions.api.schema import RETRY_AFTER, SERVER_SENT_EVENT, WWW_AUTHENTICATE, errors
 from questions.api.serializers import QuestionOutputSerializer
-from questions.cache import job_cache_get
 from questions.live.hub import stream_hub
+from questions.live.slots import Refused, Scope, Slot, slot_acquire
 from questions.live.streams import FINAL_STATUSES, Entry, close_async_redis
 from questions.metrics import EVENTS_WATCHERS
 from questions.models import Question
 from questions.selectors import question_get
+from questions.web.client_ip import client_ip
+from questions.worker.dbpool import run_db
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
@@ -99,29 +103,24 @@ class JobEvents:
     """The events of one job for one watcher (already authenticated and allowed to see it)."""
 
     def __init__(
-        self, *, question: Question, user: User | AnonymousUser, request: Request, after: str
+        self,
+        *,
+        question: Question,
+        user: User | AnonymousUser,
+        request: Request,
+        after: str,
+        slot: Slot,
     ) -> None:
         self.question = question
+        self.slot = slot
         self.user = user
         self.request = request
         self.after = after
 
-    def _load_sync(self) -> Question | None:
-        try:
-            return question_get(question_id=self.question.pk, user=self.user)
-        finally:
-            # Loads are rare per watcher (a keepalive, the end) and a finished job usually
-            # comes from the Redis cache without a query; a connection kept open here would
-            # live in an anonymous pool thread that nothing ever closes.
-            connection.close()
-
     async def _load(self) -> Question | None:
-        # Not thread-sensitive: a few pool threads serve every watcher, instead of a thread
-        # held per watcher.
-        return await sync_to_async(self._load_sync, thread_sensitive=False)()
-
-    async def _cached(self) -> Question | None:
-        return await sync_to_async(job_cache_get, thread_sensitive=False)(self.question.pk)
+        # On the process's few database threads, each keeping its connection (no connection
+        # opened and closed per load, none held by a watcher between loads).
+        return await run_db(question_get, question_id=self.question.pk, user=self.user)
 
     def _worker_still_stopping(self, question: Question) -> bool:
         if question.status != Question.Status.CANCELLED or question.started_at is None:
@@ -159,8 +158,9 @@ class JobEvents:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         EVENTS_WATCHERS.inc()
         try:
-            async for chunk in self._events():
-                yield chunk
+            async with self.slot.hold():
+                async for chunk in self._events():
+                    yield chunk
         finally:
             EVENTS_WATCHERS.dec()
 
@@ -174,10 +174,10 @@ class JobEvents:
         if question.is_finished:
             yield self._final(question, FINAL_EVENT_ID)
             return
-        async with stream_hub().watch(question.pk) as watch:
+        async with stream_hub().watch(question.pk) as watch, job_poll().follow(question.pk) as row:
             after = self.after
             redis_down_until = 0.0
-            last_sent = last_row_check = time.monotonic()
+            last_sent = time.monotonic()
             while True:
                 entries: list[Entry] | None = None
                 if time.monotonic() >= redis_down_until:
@@ -212,25 +212,24 @@ class JobEvents:
                         after = entry.id
                     last_sent = time.monotonic()
                     continue
-                # Nothing new. Is the job finished all the same (its `end` lost, a worker that does
-                # not stream, Redis down)? Ask the Redis cache often (the worker caches a finished
-                # job) and the row itself at each keepalive, or at each poll when Redis is down.
+                # Nothing new. Is the job finished all the same (its `end` lost, a worker that
+                # does not stream, Redis down)? The process's one shared check of the rows says.
                 if entries is None:
-                    await asyncio.sleep(poll)
-                if entries is None or time.monotonic() - last_row_check >= keepalive:
-                    current = await self._load()
-                    last_row_check = time.monotonic()
+                    await row.wait(poll)
+                if row.gone:
+                    return  # deleted
+                if row.finished:
+                    # One load for all of this user's watchers of the job.
+                    current = await watch.shared(f"row:{self.user.pk}", self._load)
                     if current is None:
-                        return  # deleted, or no longer visible to this user
-                else:
-                    current = await self._cached()
-                if current is not None and current.is_finished:
-                    if self._worker_still_stopping(current) and entries is not None:
-                        # Stopped while running: its worker is storing the partial answer and
-                        # will write `end`; keep reading the stream a little longer for it.
-                        continue
-                    yield self._final(current, FINAL_EVENT_ID)
-                    return
+                        return  # no longer visible to this user
+                    if current.is_finished:
+                        if self._worker_still_stopping(current) and entries is not None:
+                            # Stopped while running: its worker is storing the partial answer
+                            # and will write `end`; keep reading the stream a little longer.
+                            continue
+                        yield self._final(current, FINAL_EVENT_ID)
+                        return
                 if time.monotonic() - last_sent >= keepalive:
                     yield KEEPALIVE
                     last_sent = time.monotonic()
@@ -276,6 +275,28 @@ _LAST_EVENT_ID_QUERY = OpenApiParameter(
 )
 
 
+class TooManyStreams(Throttled):
+    default_code = "too_many_streams"
+
+
+def _stream_slot(request: Request) -> Slot:
+    """A slot in the caps of this user and of this client IP (README: Limits on event
+    streams), or 429."""
+    scopes = [Scope(f"user:{request.user.pk}", settings.QUESTIONS_SSE_MAX_PER_USER)]
+    address = client_ip(request._request)
+    if address:
+        scopes.append(Scope(f"ip:{address}", settings.QUESTIONS_SSE_MAX_PER_IP))
+    taken = slot_acquire(scopes)
+    if isinstance(taken, Refused):
+        whose = "for this user" if taken.scope is scopes[0] else "from this address"
+        raise TooManyStreams(
+            wait=taken.retry_after,
+            detail=f"Too many open event streams {whose} (at most {taken.scope.limit}): "
+            "close one, or try again later.",
+        )
+    return taken
+
+
 class QuestionEventsApi(APIView):
     """The job as Server-Sent Events: `status`, `delta`, then `done` / `failed` / `cancelled`."""
 
@@ -290,7 +311,7 @@ class QuestionEventsApi(APIView):
     @extend_schema(
         operation_id="questions_events",
         request=None,
-        parameters=[_LAST_EVENT_ID, _LAST_EVENT_ID_QUERY, WWW_AUTHENTICATE],
+        parameters=[_LAST_EVENT_ID, _LAST_EVENT_ID_QUERY, WWW_AUTHENTICATE, RETRY_AFTER],
         responses={
             # Open API 3.0 has no word for a stream's items: the schema is that of each event
             # (as Open API 3.2's itemSchema of text/event-stream has it).
@@ -301,10 +322,11 @@ class QuestionEventsApi(APIView):
                     "with `: keepalive` comments between them."
                 ),
             ),
-            # Errors come before the stream starts, as JSON, whatever the client accepts.
+            # Errors come before the stream starts, as JSON, whatever the client accepts; a 429
+            # is a cap on open streams (per user or per client IP), with `retry_after`.
             **{
                 (status, "application/json"): response
-                for status, response in errors(400, 401, 404).items()
+                for status, response in errors(400, 401, 404, 429).items()
             },
         },
     )
@@ -315,7 +337,11 @@ class QuestionEventsApi(APIView):
         question = question_get(question_id=pk, user=request.user)
         if question is None:
             raise NotFound("No question with this id.")
-        events = JobEvents(question=question, user=request.user, request=request, after=after)
+        # Taken last: nothing below raises, and the stream gives the slot back when it ends.
+        slot = _stream_slot(request)
+        events = JobEvents(
+            question=question, user=request.user, request=request, after=after, slot=slot
+        )
         if isinstance(request._request, ASGIRequest):
             if SyncToAsync.thread_sensitive_context.get(None) is not None:
                 # Django's own ASGI handler: this request's thread ends with the stream, not

@@ -56,6 +56,8 @@ _DESCRIPTIONS: dict[int, str] = {
     409: "The job's state does not allow it.",
     415: "The body is not `application/json`.",
     422: "The Idempotency-Key was already used for a different question.",
+    429: "Too many open event streams (per user or per client IP): `retry_after` (seconds, as "
+    "Retry-After) says when a slot may be free.",
 }
 
 

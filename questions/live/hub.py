@@ -8,7 +8,10 @@ its entries in memory. A job's entries are dropped when its last watcher leaves.
 
 The shared read blocks for at most `CYCLE_SECONDS`, after which it includes newly watched jobs;
 a newly watched job is caught up at once by a non-blocking read of its own, so a watcher never
-waits a cycle for what is already written.
+waits a cycle for what is already written. Those catch-up reads pass a gate
+(`QUESTIONS_EVENTS_CATCHUP_CONCURRENCY` at once): when the events process restarts every
+watcher reconnects together, and a thousand catch-ups at once would ask the Redis client for a
+thousand connections (its pool holds 50; past that each read fails).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from django.conf import settings
 from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
@@ -84,6 +88,9 @@ class StreamHub:
         self._jobs: dict[str, _Job] = {}
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
+        self._catch_up_gate = asyncio.BoundedSemaphore(
+            settings.QUESTIONS_EVENTS_CATCHUP_CONCURRENCY
+        )
 
     @contextlib.asynccontextmanager
     async def watch(self, job_id: uuid.UUID) -> AsyncIterator[Watch]:
@@ -106,7 +113,8 @@ class StreamHub:
 
     async def _catch_up(self, key: str, job: _Job) -> None:
         try:
-            response = await async_redis().xread({key: job.last_id}, count=_READ_COUNT)
+            async with self._catch_up_gate:
+                response = await async_redis().xread({key: job.last_id}, count=_READ_COUNT)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return

@@ -80,3 +80,22 @@ def test_a_malformed_trusted_proxy_is_reported_by_name():
     result = manage("check", env={**PRODUCTION_ENV, "DJANGO_TRUSTED_PROXIES": "10.0.0.0/8,nginx"})
     assert result.returncode != 0
     assert "DJANGO_TRUSTED_PROXIES must list IP addresses or networks" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("QUESTIONS_SSE_MAX_PER_USER", "-1", "QUESTIONS_SSE_MAX_PER_USER must be >= 0"),
+        ("QUESTIONS_SSE_MAX_PER_IP", "many", "QUESTIONS_SSE_MAX_PER_IP must be an integer"),
+        ("QUESTIONS_SSE_LEASE_SECONDS", "0", "QUESTIONS_SSE_LEASE_SECONDS must be more than 0"),
+        (
+            "QUESTIONS_EVENTS_CATCHUP_CONCURRENCY",
+            "50",
+            "QUESTIONS_EVENTS_CATCHUP_CONCURRENCY must be below",
+        ),
+    ],
+)
+def test_the_limits_on_event_streams_are_checked_at_start(name, value, message):
+    result = manage("check", env={**PRODUCTION_ENV, name: value})
+    assert result.returncode != 0
+    assert message in result.stderr

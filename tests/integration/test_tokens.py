@@ -7,23 +7,30 @@ import importlib
 import json
 import re
 import subprocess
+import sys
+import threading
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 import redis
+import requests
 from django.conf import settings
 from django.core.cache import cache
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
 
 from questions.accounts import api_token_create, api_token_revoke, token_digest
+from questions.api.authentication import CachedTokenAuthentication
+from questions.cache import reset_breaker
 from questions.models import ApiToken
 from tests.factories import UserFactory
+from tests.support import TCPProxy, child_env, free_port, serving, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -235,3 +242,126 @@ def test_no_token_appears_in_a_dump_of_the_database():
     assert token_digest(made) in dump  # the dump does hold the token table
     for key in (made, demo, LEGACY_KEY):
         assert key not in dump
+
+
+# --- revocation races and outages --------------------------------------------------------------
+
+
+def _lock_waiters() -> int:
+    """Sessions on this test database waiting for a row lock."""
+    with connection.cursor() as cursor:
+        # Inside a transaction, the activity view is a snapshot until cleared.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lookup_racing_a_revocation_cannot_cache_the_token_again(user):
+    new = api_token_create(user=user, name="racing")
+    outcome: dict[str, object] = {}
+
+    def concurrent_request() -> None:
+        # Another request with the token while the revocation is not yet committed: it still
+        # reads the row, then waits on the row's lock to record the use.
+        try:
+            outcome["user"] = CachedTokenAuthentication().authenticate_credentials(new.key)[0]
+        except AuthenticationFailed as exc:
+            outcome["refused"] = str(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=concurrent_request)
+    with transaction.atomic():
+        api_token_revoke(user=user, token_id=new.token.pk)
+        thread.start()
+        wait_until(_lock_waiters, timeout=10, what="the concurrent lookup to wait on the row")
+    thread.join(timeout=10)
+
+    assert outcome == {"refused": "Invalid token."}
+    assert _client(new.key).get("/api/questions/").status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_revoked_while_redis_was_unreachable_is_refused_when_redis_is_back(user, settings):
+    direct = _raw_redis()
+    host, port = (
+        direct.connection_pool.connection_kwargs["host"],
+        direct.connection_pool.connection_kwargs["port"],
+    )
+    db = direct.connection_pool.connection_kwargs["db"]
+    proxy = TCPProxy(int(port)).start()
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://{host}:{proxy.port}/{db}"},
+    }
+    try:
+        new = api_token_create(user=user, name="revoked in an outage")
+        client = _client(new.key)
+        assert client.get("/api/questions/").status_code == 200
+        assert direct.exists(_token_cache_key(new.key))  # cached
+
+        proxy.cut()
+        assert api_token_revoke(user=user, token_id=new.token.pk)
+        assert direct.exists(_token_cache_key(new.key))  # the delete never reached Redis
+        assert client.get("/api/questions/").status_code == 401  # PostgreSQL decides meanwhile
+
+        proxy.restore()
+        reset_breaker()  # Redis is back, and this process tries it again
+        assert client.get("/api/questions/").status_code == 401
+        assert client.get("/api/questions/").status_code == 401
+    finally:
+        proxy.cut()
+
+
+def _get(url: str, headers: dict[str, str]) -> int:
+    return requests.get(url, headers=headers, timeout=10).status_code
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_back_from_a_redis_outage_checks_cached_tokens_against_their_rows(
+    user, artifacts
+):
+    # Another process revoked the token while Redis was unreachable, and could not write its
+    # tombstone (it died). A server that saw the outage must not believe the stale entry.
+    direct = _raw_redis()
+    proxy = TCPProxy(int(direct.connection_pool.connection_kwargs["port"])).start()
+    db = direct.connection_pool.connection_kwargs["db"]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = artifacts / "uvicorn.log"
+    new = api_token_create(user=user, name="revoked elsewhere")
+    headers = {"Authorization": f"Token {new.key}"}
+    try:
+        with serving(
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+             "--port", str(port), "--no-access-log", "--lifespan", "off"],
+            env=child_env(REDIS_URL=f"redis://127.0.0.1:{proxy.port}/{db}"),
+            log_path=log,
+            base_url=base,
+        ):  # fmt: skip
+            assert _get(f"{base}/api/questions/", headers) == 200
+            assert direct.exists(_token_cache_key(new.key))  # cached
+            proxy.cut()
+            # The server meets the outage, and answers from PostgreSQL.
+            assert _get(f"{base}/api/questions/", headers) == 200
+            with connection.cursor() as cursor:  # revoked, no signal, no tombstone
+                cursor.execute("DELETE FROM questions_apitoken WHERE id = %s", [new.token.pk])
+            proxy.restore()
+            assert direct.exists(_token_cache_key(new.key))  # the stale entry is still there
+
+            statuses: list[int] = []
+
+            def cache_back() -> bool:
+                statuses.append(_get(f"{base}/api/questions/", headers))
+                return "Redis cache available again" in log.read_text()
+
+            # Until the server's breaker lets it use Redis again, and the request that did.
+            wait_until(cache_back, timeout=20, interval=0.2, what="the server to use Redis again")
+            statuses.append(_get(f"{base}/api/questions/", headers))
+    finally:
+        proxy.cut()
+    assert set(statuses) == {401}, statuses
