@@ -94,3 +94,8 @@ class QuestionListFilterSerializer(serializers.Serializer):
     form (`?status=`) as absent, and the API refuses it as the schema says."""
 
     status = serializers.ChoiceField(choices=Question.Status.choices, required=False)
+    page = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="A page number (1 is the newest jobs); a page past the last is a 404.",
+    )

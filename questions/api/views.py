@@ -62,13 +62,6 @@ _REPLAYED = OpenApiParameter(
     response=[202],
     description="Present when the Idempotency-Key was seen before: the job is the one it made.",
 )
-_PAGE = OpenApiParameter(
-    name="page",
-    type={"type": "integer", "minimum": 1},
-    location=OpenApiParameter.QUERY,
-    required=False,
-    description="A page number (1 is the newest jobs); a page past the last is a 404.",
-)
 
 
 class IdempotencyConflict(APIException):
@@ -141,7 +134,7 @@ class QuestionListCreateApi(APIView):
     @extend_schema(
         operation_id="questions_list",
         description="Your jobs (staff: everyone's), newest first, 20 a page.",
-        parameters=[QuestionListFilterSerializer, _PAGE, WWW_AUTHENTICATE],
+        parameters=[QuestionListFilterSerializer, WWW_AUTHENTICATE],
         responses={200: QuestionPageSerializer, **errors(400, 401, 404, 406)},
     )
     def get(self, request: Request) -> Response:

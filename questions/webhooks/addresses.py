@@ -4,7 +4,9 @@ A URL must be https (http only with QUESTIONS_WEBHOOK_ALLOW_HTTP), name a host, 
 credentials. Its host is resolved once per attempt; if any address it resolves to is loopback,
 private, link-local (169.254.169.254 among them), multicast, reserved or unspecified, and not
 inside QUESTIONS_WEBHOOK_ALLOWED_NETWORKS, it is refused. The attempt then connects to the
-address checked here, never resolving the name again (no DNS rebinding in between).
+address checked here, never resolving the name again (no DNS rebinding in between). A name
+not in DNS (yet) is no address to refuse: registration takes it (`HostUnresolved`), and every
+delivery resolves it and checks what it finds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 class UnsafeUrl(ValueError):
     """The URL may not receive webhooks; the message says why, fit for its owner."""
+
+
+class HostUnresolved(UnsafeUrl):
+    """The URL's host has no address now: nothing can be sent to it, and nothing refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +113,7 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise UnsafeUrl(f"The host {host!r} could not be resolved ({exc}).") from None
+        raise HostUnresolved(f"The host {host!r} could not be resolved ({exc}).") from None
     addresses: list[IPAddress] = []
     for info in infos:
         # The scope of a link-local IPv6 address ("fe80::1%eth0") is not part of it.
@@ -115,7 +121,7 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise UnsafeUrl(f"The host {host!r} has no address.")
+        raise HostUnresolved(f"The host {host!r} has no address.")
     return addresses
 
 

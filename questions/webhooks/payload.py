@@ -38,6 +38,7 @@ def question_data(question: Question) -> dict[str, Any]:
         "attempts": question.attempts,
         "usage": question.usage,
         "cost": None if question.cost is None else f"{question.cost.quantize(_COST_PLACES):f}",
+        "answered_by_fallback": question.answered_by_fallback,
         "created_at": _datetime(question.created_at),
         "started_at": _datetime(question.started_at),
         "finished_at": _datetime(question.finished_at),

@@ -17,13 +17,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.db.models import Q
+from django.http import Http404
 from django.utils import timezone
 
 from questions import metrics
 from questions.models import Question, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from questions.sqs.backoff import Backoff
 from questions.sqs.exceptions import RetryLater
-from questions.webhooks.addresses import UnsafeUrl, destination_resolve
+from questions.webhooks.addresses import HostUnresolved, UnsafeUrl, destination_resolve
 from questions.webhooks.http import SendFailed, post_pinned
 from questions.webhooks.payload import event_payload
 from questions.webhooks.signing import (
@@ -74,6 +75,8 @@ def webhook_url_validate(url: object) -> str:
         )
     try:
         destination_resolve(url)
+    except HostUnresolved:
+        pass  # not in DNS (yet): each delivery resolves the name and checks what it finds
     except UnsafeUrl as exc:
         raise _invalid("url", str(exc), code="unsafe_url") from None
     return url
@@ -93,8 +96,12 @@ def webhook_events_validate(events: object) -> list[str]:
                 f"Unknown event {event!r}; the events are: {', '.join(known)}.",
                 code="unknown_event",
             )
-        if event not in chosen:
-            chosen.append(event)
+        if event in chosen:
+            # As the schema says (uniqueItems): a list with a repeat is a mistake to point out.
+            raise _invalid(
+                "events", f"{event!r} is listed twice; name each event once.", code="duplicate"
+            )
+        chosen.append(event)
     return chosen
 
 
@@ -123,7 +130,7 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> str:
     """A new signing secret for the endpoint, returned once; the old one stops at once."""
     secret = secret_generate()
     endpoint.secret_encrypted = secret_encrypt(secret)
-    endpoint.save(update_fields=["secret_encrypted"])
+    _update(endpoint, secret_encrypted=endpoint.secret_encrypted)
     logger.info("webhook secret rotated", extra={"endpoint_id": str(endpoint.pk)})
     return secret
 
@@ -131,12 +138,17 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> str:
 def webhook_endpoint_enable(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
     """Turn a disabled endpoint back on (its URL is checked again). Past events are not resent."""
     webhook_url_validate(endpoint.url)
-    endpoint.is_active = True
-    endpoint.disabled_at = None
-    endpoint.disabled_reason = ""
-    endpoint.failing_since = None
-    endpoint.save(update_fields=["is_active", "disabled_at", "disabled_reason", "failing_since"])
+    _update(endpoint, is_active=True, disabled_at=None, disabled_reason="", failing_since=None)
     return endpoint
+
+
+def _update(endpoint: WebhookEndpoint, **fields: object) -> None:
+    """Set `fields` on the row and on `endpoint`; Http404 if the row is gone (deleted by a
+    concurrent request since it was read)."""
+    if not WebhookEndpoint.objects.filter(pk=endpoint.pk).update(**fields):
+        raise Http404("No webhook endpoint with this id.")
+    for name, value in fields.items():
+        setattr(endpoint, name, value)
 
 
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:

@@ -107,8 +107,9 @@ def test_a_call_cut_off_by_the_worker_stopping_is_recorded_at_its_partial_usage(
     async def run_then_stop() -> None:
         job = asyncio.ensure_future(question_answer(job_id=str(question.pk), max_attempts=3))
         deadline = asyncio.get_running_loop().time() + 20
-        # The live stream holds the status and at least one piece of the answer.
-        while redis.xlen(stream_key(question.pk)) < 2:
+        # The live stream holds the attempt's reset, the status and at least one piece of the
+        # answer.
+        while redis.xlen(stream_key(question.pk)) < 3:
             assert asyncio.get_running_loop().time() < deadline, "no text streamed"
             await asyncio.sleep(0.05)
         job.cancel()  # what the worker does to a job it cannot wait for when stopping

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.http import Http404
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -29,7 +30,12 @@ from questions.sqs.client import get_sqs_client
 from questions.sqs.exceptions import RetryLater
 from questions.sqs.queues import queue_depth, queues_create
 from questions.sqs.worker import Worker
-from questions.webhooks.services import webhook_deliver, webhook_endpoint_create
+from questions.webhooks.services import (
+    webhook_deliver,
+    webhook_endpoint_create,
+    webhook_endpoint_enable,
+    webhook_endpoint_rotate_secret,
+)
 from tests.factories import QuestionFactory, ask, wait_for_status
 from tests.fakes.tls import make_tls_files
 from tests.fakes.webhook_receiver import WebhookReceiver
@@ -317,6 +323,39 @@ def test_addresses_that_are_not_public_are_refused_again_at_delivery(
     assert outcome_count("blocked") == blocked_before + 1
 
 
+def test_a_name_not_in_dns_yet_is_taken_and_checked_at_each_delivery(
+    api, user, webhook_queue, receiver
+):
+    """`.invalid` never resolves (RFC 2606): no address to refuse at registration, and nothing
+    to send to at delivery, which is retried (the name may appear, and is checked then)."""
+    response = api.post(
+        "/api/webhooks/",
+        {"url": "https://hooks.no-such-host.invalid/q", "events": ["question.cancelled"]},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    delivery = delivery_of(cancelled_job(user))
+    with pytest.raises(RetryLater):
+        webhook_deliver(delivery_id=str(delivery.pk))
+    stored = WebhookDelivery.objects.get(pk=delivery.pk)
+    assert stored.status == Delivery.PENDING
+    assert "could not be resolved" in stored.last_error
+    assert stored.last_status_code is None
+
+
+def test_an_endpoint_deleted_meanwhile_is_a_404_not_a_500(api, user, webhook_queue, receiver):
+    """Two requests at once (found by the API contract test): one deletes the endpoint after
+    the other read it; enabling or rotating it then is a 404."""
+    endpoint, _ = webhook_endpoint_create(
+        owner=user, url=receiver.url, events=["question.succeeded"]
+    )
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
+    with pytest.raises(Http404):
+        webhook_endpoint_enable(endpoint=endpoint)
+    with pytest.raises(Http404):
+        webhook_endpoint_rotate_secret(endpoint=endpoint)
+
+
 @pytest.mark.parametrize(
     ("body", "field", "message"),
     [
@@ -328,6 +367,11 @@ def test_addresses_that_are_not_public_are_refused_again_at_delivery(
         ({"url": "https://example.com/", "events": ["question.started"]}, "events", "Unknown"),
         ({"url": "https://example.com/", "events": []}, "events", "non-empty"),
         ({"url": "https://example.com/"}, "events", "required"),
+        (
+            {"url": "https://example.com/", "events": ["question.failed", "question.failed"]},
+            "events",
+            "listed twice",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_400(api, body, field, message):
