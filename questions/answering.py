@@ -51,7 +51,7 @@ from questions.sqs.backoff import CONNECTION_BACKOFF, JOB_BACKOFF
 from questions.sqs.exceptions import DeadLetter, RetryLater
 from questions.worker.coalesce import Coalescer
 from questions.worker.dbpool import run_db
-from questions.worker.inflight import JobStopped, Watch, in_flight
+from questions.worker.inflight import JobStopped, Watch, WorkerStopping, in_flight
 
 if TYPE_CHECKING:
     from questions.services import ClaimedQuestion
@@ -118,13 +118,16 @@ async def _call(
 ) -> str:
     await live.start(question.attempts)
     # 1. The provider's rate limit: a 429's pause can outlast the lease; the watch keeps the
-    #    lease, and Stop ends the wait without a call.
+    #    lease, and Stop ends the wait without a call; so does the worker's stop (handed back).
     try:
         await watch.stoppable(
-            ratelimit.acquire(llm.model, call_tokens_bound(question=question.text))
+            ratelimit.acquire(llm.model, call_tokens_bound(question=question.text)),
+            paying=False,
         )
     except JobStopped:
         return await _stopped_before_call(question, live)
+    except WorkerStopping:
+        await _hand_back(question, live)
     # 2. The claim again, right before paying (fenced on this attempt): a job another worker
     #    claimed, or Stop cancelled, meanwhile is not paid for here. Within half a lease of the
     #    claim it cannot have lapsed (no other worker can hold it), and a Stop is cut off within
@@ -155,6 +158,8 @@ async def _call(
             return await _lost(question, live)  # its ledger row is written all the same
         await live.finish(Status.CANCELLED)
         return Status.CANCELLED
+    except WorkerStopping:  # stopping before the call started: nothing was paid
+        await _hand_back(question, live)
     except asyncio.CancelledError:
         # The worker itself is stopping: the call was paid all the same.
         await _record_call(call_id, question, llm, progress, LLMCall.Outcome.INTERRUPTED)
@@ -189,6 +194,15 @@ async def _stopped_before_call(question: Question, live: LiveAnswer) -> str:
         return await _lost(question, live)
     await live.finish(Status.CANCELLED)
     return Status.CANCELLED
+
+
+async def _hand_back(question: Question, live: LiveAnswer) -> NoReturn:
+    """The worker is stopping and this job has not paid: back to `queued` with its attempt given
+    back, its message visible again at once, for another worker (a rolling restart is not held
+    by a provider pause)."""
+    logger.info("worker stopping: job handed back before its call")
+    await _release(question, live, "", 0.0, count_attempt=False)
+    raise RetryLater(0.0, "worker stopping")
 
 
 async def _claim_gone_before_call(question: Question, live: LiveAnswer) -> str:

@@ -55,6 +55,9 @@ class Chaos:
         self._threads: list[threading.Thread] = []
         self._sigterms = 0
         self._lock = threading.Lock()
+        # Supervisors being stopped: a kill -9 of one of their children would make the stop's
+        # exit code say "killed", and the SIGTERM check would test the kill, not the stop.
+        self._stopping: set[str] = set()
 
     def run(self, t0: float) -> None:
         for offset, name in self.plan.schedule():
@@ -97,8 +100,13 @@ class Chaos:
         }
 
     def kill_child(self) -> None:
+        with self._lock:
+            stopping = set(self._stopping)
         children = [
-            pid for sup in self.stack.supervisors if sup.alive() for pid in children_of(sup.pid)
+            pid
+            for sup in self.stack.supervisors
+            if sup.alive() and sup.name not in stopping
+            for pid in children_of(sup.pid)
         ]
         if not children:
             self._note("kill -9", pid=None, skipped="no worker child alive")
@@ -115,11 +123,16 @@ class Chaos:
         with self._lock:
             supervisor = self.stack.supervisors[self._sigterms % len(self.stack.supervisors)]
             self._sigterms += 1
+            self._stopping.add(supervisor.name)
         fault = self._note("SIGTERM group", name=supervisor.name)
-        code = supervisor.stop(timeout=self.plan.shutdown_timeout + 15)
-        fault.detail.update(exit_code=code, seconds=round(time.monotonic() - fault.at, 1))
-        fault.detail["stopped_at"] = time.monotonic()
-        supervisor.start()
+        try:
+            code = supervisor.stop(timeout=self.plan.shutdown_timeout + 15)
+            fault.detail.update(exit_code=code, seconds=round(time.monotonic() - fault.at, 1))
+            fault.detail["stopped_at"] = time.monotonic()
+            supervisor.start()
+        finally:
+            with self._lock:
+                self._stopping.discard(supervisor.name)
 
     def restart_redis(self) -> None:
         fault = self._note("restart Redis")

@@ -89,9 +89,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", default=60),
-        # No "SELECT 1" before each request or job: a connection that broke is discarded after
-        # its first error (Django closes connections that saw errors at the end of the unit).
-        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", default=False),
+        # A kept connection is checked ("SELECT 1") before its first use in each request or job:
+        # one that a PostgreSQL restart terminated is opened again instead of failing a request.
+        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", default=True),
     )
 }
 # --- Database timeouts (README "Configuration"): a PostgreSQL that does not answer fails a

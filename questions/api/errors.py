@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -17,6 +18,9 @@ from questions.limits import AskRefused
 
 logger = logging.getLogger(__name__)
 
+# What a client is told to wait when PostgreSQL cannot be reached (a restart, a failover).
+DATABASE_RETRY_AFTER = 5
+
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     exc = _as_api_exception(exc)
@@ -25,6 +29,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             {"error": exc.code, "detail": exc.detail, "retry_after": exc.retry_after},
             status=status.HTTP_429_TOO_MANY_REQUESTS,
             headers={"Retry-After": str(exc.retry_after)},
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # PostgreSQL down, restarting or refusing connections: not a bug, a 503 to retry.
+        logger.warning("database unavailable", extra={"error": type(exc).__name__})
+        return Response(
+            {
+                "error": "database_unavailable",
+                "detail": "The database is unavailable right now; try again shortly.",
+                "retry_after": DATABASE_RETRY_AFTER,
+            },
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
         )
     response = drf_exception_handler(exc, context)
     if response is None:

@@ -92,7 +92,11 @@ class Consumer:
                     )
                 break
             else:
-                logger.error("gave up deleting %d messages; they will be redelivered", len(chunk))
+                logger.error(
+                    "gave up deleting %d messages (SQS unreachable); they return after their "
+                    "visibility timeout and are dropped then as duplicates",
+                    len(chunk),
+                )
 
     def change_visibility(self, handles: Sequence[str], timeout: int) -> set[str]:
         """Set the visibility of messages (batched); returns the handles SQS refused."""
@@ -125,7 +129,11 @@ class Consumer:
         try:
             self.change_visibility(handles, 0)
         except SQS_ERRORS:
-            logger.warning("could not give messages back; they return after their timeout")
+            logger.warning(
+                "could not give %d messages back (SQS unreachable); they return after their "
+                "visibility timeout",
+                len(handles),
+            )
             return
         metrics.SQS_MESSAGES.labels(action="given_back").inc(len(handles))
         logger.info(f"Gave back {len(handles)} unstarted messages.")

@@ -8,7 +8,8 @@ on the network at once without a thread each; the blocking SQS calls go to a sma
   more than `concurrency` messages invisible.
 - A heartbeat extends every running message before its visibility lapses.
 - Messages are deleted after their handler returned, in batches of up to 10 (short linger).
-- Stop (`stop()`, from the worker's SIGTERM/SIGINT; calling it again changes nothing): stop
+- Stop (`stop()`, from the worker's SIGTERM/SIGINT; calling it again changes nothing): call
+  `on_stop` on the loop (the handler's side hands back jobs that have not started), stop
   receiving, give back what arrived after it (a long poll in flight at the stop is waited for and
   its messages given back, never carried away), let running jobs finish within the grace period,
   counted from the first stop. Jobs still running then have their messages given back and `run()`
@@ -54,8 +55,11 @@ class Runner(Upkeep):
         burst: bool = False,
         shutdown_timeout: float = 30.0,
         alive_file: str | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.consumer = consumer
+        # Called on the loop at the stop: the handler's side lets go of what has not started.
+        self.on_stop = on_stop
         self.alive = AliveFile(alive_file)
         self.handler = handler
         self.concurrency = concurrency
@@ -117,6 +121,11 @@ class Runner(Upkeep):
     # --- on the loop ----------------------------------------------------------------------
 
     def _wake_all(self) -> None:
+        if self.on_stop is not None:
+            try:
+                self.on_stop()
+            except Exception:
+                logger.exception("the stop hook failed")
         if hasattr(self, "_stop_event"):  # else _main sees `_stopping` when it starts
             self._stop_event.set()
             self._slot_freed.set()
@@ -230,6 +239,13 @@ class Runner(Upkeep):
             ):
                 self._acks.put_nowait(handle)
                 acked = True
+        except SQS_ERRORS as exc:  # settling it: the job itself was handled
+            logger.warning(
+                "could not settle a message (SQS unreachable); it returns after its visibility "
+                "timeout",
+                extra={"error": type(exc).__name__},
+            )
+            self._tracked.pop(message_id, None)
         except Exception:
             logger.exception("could not handle a message; it will be delivered again")
             self._tracked.pop(message_id, None)

@@ -6,9 +6,11 @@ Signals (Celery's warm shutdown; README "Stopping and deploying"):
 
 - SIGTERM, however many times and from wherever (the kernel to the process group, the
   supervisor's forwarded copy, systemd's control-group kill), is one graceful stop: stop receiving
-  and the chores, give back what arrives after it (a long poll in flight included), let running
-  jobs finish within the grace period, exit 0 (1 when jobs were cut off; their messages were
-  given back).
+  and the chores, give back what arrives after it (a long poll in flight included), hand back
+  the jobs that have not started paying (the command's `on_stop`), let jobs mid-call finish
+  within the grace period, exit 0 (1 when jobs were cut off mid-call; their messages were given
+  back). An SQS outage meanwhile does not make it fail: what cannot be settled reappears after
+  its visibility timeout.
 - SIGINT (Ctrl-C) once is that same graceful stop; a second SIGINT forces. SIGTERM never counts
   towards it, so Ctrl-C in a terminal (SIGINT from the tty plus the supervisor's SIGTERM) is still
   one graceful stop.
@@ -25,7 +27,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -64,6 +66,7 @@ class Worker:
         shutdown_timeout: float = 30.0,
         chores: Sequence[Chore] = (),
         alive_file: str | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.concurrency = concurrency
@@ -82,6 +85,7 @@ class Worker:
             burst=burst,
             shutdown_timeout=shutdown_timeout,
             alive_file=alive_file,
+            on_stop=on_stop,
         )
         self.chores = ChoreThread(chores)
         self._stopping = False

@@ -33,37 +33,56 @@ class JobStopped(Exception):
     """Stop (the row set to `cancelled`) cut off what the job was waiting on."""
 
 
+class WorkerStopping(Exception):
+    """The worker is stopping and this job had not started paying (it waited for the provider,
+    or had not called yet): it is to be handed back, not held through the shutdown."""
+
+
 @dataclass(slots=True, eq=False)
 class Watch:
     question_id: uuid.UUID
     cancelled: bool = False
+    # The worker is stopping: what has not started paying is handed back.
+    handing_back: bool = False
     # What Stop cuts off now: the rate-limit wait or the call; None while the job stores.
     _target: asyncio.Future[Any] | None = None
+    _paying: bool = False
 
     def stop(self) -> None:
         self.cancelled = True
         if self._target is not None:
             self._target.cancel()  # closes the provider's stream, or ends the wait
 
-    async def stoppable[T](self, work: Awaitable[T]) -> T:
-        """Await `work`; raises `JobStopped` if Stop comes first (or came already). The
-        worker's own cancellation (shutdown) passes through as CancelledError."""
-        if self.cancelled:
+    def hand_back(self) -> None:
+        """The worker is stopping: end a wait that pays nothing (the rate limit); a call
+        already under way goes on (it finishes within the grace period)."""
+        self.handing_back = True
+        if self._target is not None and not self._paying:
+            self._target.cancel()
+
+    async def stoppable[T](self, work: Awaitable[T], *, paying: bool = True) -> T:
+        """Await `work`; raises `JobStopped` if Stop comes first (or came already), and
+        `WorkerStopping` if the worker is stopping before `work` started, or while a wait
+        that pays nothing (`paying=False`) is under way. The worker's own cancellation (the
+        end of the grace period) passes through as CancelledError."""
+        if self.cancelled or self.handing_back:
             if asyncio.iscoroutine(work):
                 work.close()
-            raise JobStopped
+            raise JobStopped if self.cancelled else WorkerStopping
         task = asyncio.ensure_future(work)
-        self._target = task
+        self._target, self._paying = task, paying
         try:
             return await task
         except asyncio.CancelledError:
-            if self.cancelled and task.cancelled():
-                current = asyncio.current_task()
-                if current is None or not current.cancelling():
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or not current.cancelling()):
+                if self.cancelled:
                     raise JobStopped from None
+                if self.handing_back and not paying:
+                    raise WorkerStopping from None
             raise
         finally:
-            self._target = None
+            self._target, self._paying = None, False
 
 
 class InFlightJobs:
@@ -71,11 +90,19 @@ class InFlightJobs:
         self._watches: dict[uuid.UUID, Watch] = {}
         self._lease = 60.0
         self._task: asyncio.Task[None] | None = None
+        self._handing_back = False
+
+    def hand_back_unstarted(self) -> None:
+        """The worker is stopping: every job watched now or claimed from now on that has not
+        started paying is handed back (see `Watch.hand_back`)."""
+        self._handing_back = True
+        for watch in list(self._watches.values()):
+            watch.hand_back()
 
     @contextlib.contextmanager
     def watching(self, question_id: uuid.UUID, lease: float) -> Iterator[Watch]:
         """Watch a claimed job (lease extended, Stop polled) until the block ends."""
-        watch = Watch(question_id)
+        watch = Watch(question_id, handing_back=self._handing_back)
         self._watches[question_id] = watch
         self._lease = lease
         if self._task is None or self._task.done():
@@ -119,3 +146,9 @@ def in_flight() -> InFlightJobs:
     if registry is None:
         registry = _registries[loop] = InFlightJobs()
     return registry
+
+
+def hand_back_unstarted() -> None:
+    """For the runner's stop (called on its event loop): hand back this loop's jobs that have
+    not started paying, rather than hold the shutdown while they wait for the provider."""
+    in_flight().hand_back_unstarted()

@@ -73,6 +73,12 @@ class Supervisor:
                     # One still starting when a stop came had no handler yet: it stopped as asked.
                     graceful = self._stopping and not self._forced
                     codes[slot] = 0 if graceful and code in _UNHANDLED_STOP else code
+                    if codes[slot] != 0 and self._stopping:
+                        # Say why the stop is not a clean one (a child killed meanwhile, or
+                        # jobs cut off by --shutdown-timeout): the exit code alone does not.
+                        logger.warning(
+                            f"Worker process {child.pid} ended with exit {code} during the stop."
+                        )
                     if code != 0 and not self._stopping:
                         self._restart(slot, child.pid, code)
         finally:

@@ -14,6 +14,7 @@ from questions.management.commands._options import int_range, non_negative_float
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
 from questions.worker.chores import oldest_queued_chore, queue_depth_chore, requeue_chore
 from questions.worker.dbpool import shutdown_db_pool
+from questions.worker.inflight import hand_back_unstarted
 from questions.worker.supervisor import Supervisor, child_command
 
 logger = logging.getLogger("questions.worker")
@@ -132,6 +133,7 @@ class Command(BaseCommand):
             burst=options["burst"],
             shutdown_timeout=options["shutdown_timeout"],
             alive_file=options["alive_file"],
+            on_stop=hand_back_unstarted,
             chores=[
                 requeue_chore(options["requeue_interval"], options["queue"]),
                 queue_depth_chore(options["queue"]),
