@@ -6,8 +6,9 @@ from django.tasks import task
 from django.tasks.base import TaskContext
 
 from questions.answering import question_answer
-from questions.sqs.backoff import DEFAULT_MAX_ATTEMPTS
+from questions.backoff import DEFAULT_MAX_ATTEMPTS
 from questions.webhooks.services import webhook_deliver
+from questions.worker.runtime import WORKER_RUNTIME
 
 
 @task(takes_context=True)
@@ -15,7 +16,7 @@ async def answer_question(context: TaskContext, job_id: str) -> str:
     """Ask the LLM one question and store the outcome (questions.answering). Returns what
     happened. Asynchronous: hundreds run at once on the worker's event loop."""
     max_attempts = getattr(context, "max_attempts", DEFAULT_MAX_ATTEMPTS)
-    return await question_answer(job_id=job_id, max_attempts=max_attempts)
+    return await question_answer(job_id=job_id, max_attempts=max_attempts, runtime=WORKER_RUNTIME)
 
 
 @task(queue_name="webhooks")

@@ -21,8 +21,8 @@ from django.http import Http404
 from django.utils import timezone
 
 from questions import metrics
+from questions.backoff import Backoff
 from questions.models import Question, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from questions.sqs.backoff import Backoff
 from questions.sqs.exceptions import RetryLater
 from questions.webhooks.addresses import HostUnresolved, UnsafeUrl, destination_resolve
 from questions.webhooks.http import SendFailed, post_pinned
