@@ -7,6 +7,7 @@ from django.tasks.base import TaskContext
 
 from questions.answering import question_answer
 from questions.backoff import DEFAULT_MAX_ATTEMPTS
+from questions.jobqueue import ANSWER_QUESTION, DELIVER_WEBHOOK, task_register
 from questions.webhooks.services import webhook_deliver
 from questions.worker.runtime import WORKER_RUNTIME
 
@@ -25,3 +26,8 @@ def deliver_webhook(delivery_id: str) -> str:
     a thread of the worker that consumes SQS_WEBHOOK_QUEUE_NAME; a failed attempt raises
     RetryLater and comes back after the backoff."""
     return webhook_deliver(delivery_id=delivery_id)
+
+
+# The services enqueue these through questions.jobqueue, without importing this module.
+task_register(ANSWER_QUESTION, answer_question)
+task_register(DELIVER_WEBHOOK, deliver_webhook)
