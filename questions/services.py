@@ -21,7 +21,8 @@ from opentelemetry import trace
 
 from questions import metrics
 from questions.attribution import queue_group_id
-from questions.cache import job_cache_delete, job_cache_set
+from questions.cache import job_cache_delete
+from questions.job_cache import job_cache_set
 from questions.jobqueue import ANSWER_QUESTION, task_get
 from questions.ledger import llm_call_record
 from questions.limits import ask_limits_check, lock_owner, rate_slot_take
