@@ -8,4 +8,7 @@ class QuestionsConfig(AppConfig):
     verbose_name = "Questions"
 
     def ready(self) -> None:
-        from questions import signals  # noqa: F401 - connects the receivers
+        from questions import (
+            signals,  # noqa: F401 - connects the receivers
+            tasks,  # noqa: F401 - registers the tasks (questions.jobqueue)
+        )

@@ -3,7 +3,8 @@ with a TTL, and survival when Redis is down.
 
 Redis holds plain JSON only (config: questions.cache_serializer): a job as its column values with
 its owner's id, a token as its user's id and flags. Nothing read from Redis is executable, and a
-value that is not our JSON is a miss.
+value that is not our JSON is a miss. This module knows no model: it stores and returns plain
+dicts (`questions.job_cache` turns a job into one and back).
 
 When Redis fails, the caller falls back to PostgreSQL. The failure is counted every time and
 logged once per outage, and the cache is not tried again for a few seconds (a small circuit
@@ -17,13 +18,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django_redis import get_redis_connection
 
 from questions.breaker import Breaker
@@ -31,8 +29,6 @@ from questions.metrics import CACHE_FALLBACKS
 
 if TYPE_CHECKING:
     from redis import Redis
-
-    from questions.models import Question
 
 logger = logging.getLogger(__name__)
 
@@ -72,50 +68,16 @@ def _job_key(question_id: uuid.UUID) -> str:
     return f"job:{question_id}"
 
 
-def _json_value(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()  # full precision (DjangoJSONEncoder drops microseconds)
-    if isinstance(value, uuid.UUID | Decimal):
-        return str(value)
-    return value
+def job_cache_get(question_id: uuid.UUID) -> dict[str, object] | None:
+    """The job's cached columns (`questions.job_cache` turns them back into a Question), or None:
+    a miss, Redis down, or a value that is not such a dict."""
+    data = _guarded("get", cache.get, _job_key(question_id))
+    return data if isinstance(data, dict) else None
 
 
-def job_to_json(question: Question) -> dict[str, object]:
-    """The job's columns (its owner as `owner_id`), JSON-ready."""
-    return {
-        field.attname: _json_value(getattr(question, field.attname))
-        for field in question._meta.concrete_fields
-    }
-
-
-def job_from_json(data: object) -> Question | None:
-    """A Question rebuilt from `job_to_json` (not saved; its owner loads on access), or None if
-    `data` is not such a dict."""
-    from questions.models import Question
-
-    if not isinstance(data, dict):
-        return None
-    values: dict[str, object] = {}
-    try:
-        for field in Question._meta.concrete_fields:
-            values[field.attname] = field.to_python(data[field.attname])
-    except (KeyError, TypeError, ValueError, DjangoValidationError):
-        return None
-    return Question(**values)
-
-
-def job_cache_get(question_id: uuid.UUID) -> Question | None:
-    return job_from_json(_guarded("get", cache.get, _job_key(question_id)))
-
-
-def job_cache_set(question: Question) -> None:
-    _guarded(
-        "set",
-        cache.set,
-        _job_key(question.pk),
-        job_to_json(question),
-        timeout=settings.QUESTIONS_CACHE_TTL,
-    )
+def job_cache_set(question_id: uuid.UUID, data: dict[str, object]) -> None:
+    """Cache a finished job's columns (JSON-ready: `questions.job_cache.job_to_json`)."""
+    _guarded("set", cache.set, _job_key(question_id), data, timeout=settings.QUESTIONS_CACHE_TTL)
 
 
 def job_cache_delete(question_id: uuid.UUID) -> None:

@@ -22,7 +22,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from questions.cache import job_cache_get, job_cache_set
+from questions.job_cache import job_cache_get, job_cache_set
 from questions.limits import utc_day_start
 from questions.models import LLMCall, Question
 

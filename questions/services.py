@@ -21,7 +21,9 @@ from opentelemetry import trace
 
 from questions import metrics
 from questions.attribution import queue_group_id
-from questions.cache import job_cache_delete, job_cache_set
+from questions.cache import job_cache_delete
+from questions.job_cache import job_cache_set
+from questions.jobqueue import ANSWER_QUESTION, task_get
 from questions.ledger import llm_call_record
 from questions.limits import ask_limits_check, lock_owner, rate_slot_take
 from questions.live.streams import stream_append_sync
@@ -170,13 +172,12 @@ def question_enqueue(*, question_id: uuid.UUID, owner_id: int | None = None) -> 
     query). On failure the job stays queued, marked unsent (no `enqueued_at`) for
     requeue_jobs; never raises. Callers set `enqueued_at` when they make the job queued."""
     from questions.sqs.backend import message_group
-    from questions.tasks import answer_question
 
     try:
         if owner_id is None:
             owner_id = Question.objects.values_list("owner_id", flat=True).get(pk=question_id)
         with message_group(queue_group_id(user_id=owner_id)):
-            answer_question.enqueue(job_id=str(question_id))
+            task_get(ANSWER_QUESTION).enqueue(job_id=str(question_id))
     except Exception as exc:
         metrics.ENQUEUE_FAILURES.inc()
         logger.warning(
@@ -194,10 +195,9 @@ def question_enqueue(*, question_id: uuid.UUID, owner_id: int | None = None) -> 
 def questions_enqueue(*, question_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
     """`question_enqueue` for many jobs, 10 per SendMessageBatch; returns the ids not sent
     (left queued and marked unsent, for the next sweep)."""
-    from questions.tasks import answer_question
-
     if not question_ids:
         return []
+    answer_question = task_get(ANSWER_QUESTION)
     # TASKS names SQSTaskBackend; Django types get_backend() as the base class.
     backend = cast("SQSTaskBackend", answer_question.get_backend())
     owners = dict(

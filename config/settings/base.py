@@ -438,7 +438,7 @@ QUESTIONS_WEBHOOK_ALLOW_HTTP = env_bool("QUESTIONS_WEBHOOK_ALLOW_HTTP", default=
 QUESTIONS_WEBHOOK_ALLOWED_NETWORKS = env_networks("QUESTIONS_WEBHOOK_ALLOWED_NETWORKS")
 # Seconds for one delivery attempt, connect to last byte read.
 QUESTIONS_WEBHOOK_TIMEOUT = env_float("QUESTIONS_WEBHOOK_TIMEOUT", default=10.0)
-# Retries (the backoff policy of questions/sqs/backoff.py): base and cap of the delay, seconds,
+# Retries (the backoff policy of questions/backoff.py): base and cap of the delay, seconds,
 # for RETRY_WINDOW seconds; an endpoint failing that long is disabled.
 QUESTIONS_WEBHOOK_RETRY_BASE = env_float("QUESTIONS_WEBHOOK_RETRY_BASE", default=30.0)
 QUESTIONS_WEBHOOK_RETRY_CAP = env_float("QUESTIONS_WEBHOOK_RETRY_CAP", default=3600.0)

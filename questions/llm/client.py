@@ -18,6 +18,7 @@ httpx's own timeout is per read, so it alone bounds neither.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -111,14 +112,17 @@ class OpenAIClient:
         # Longest time without content, and longest call in all (see the module docstring).
         self._idle_timeout = timeout
         self._deadline = max(deadline if deadline is not None else timeout, timeout)
+        # The SDK's requests and ours go through this client, on the cheaper transport.
+        self.transport = transport.cheap_transport()
+        self._http = transport.http_client(timeout=timeout, transport=self.transport)
         self._sdk = openai.AsyncOpenAI(
             # A local OpenAI-compatible server needs no key, but the client insists on one.
             api_key=api_key or "not-needed",
             base_url=base_url,
             timeout=timeout,
             max_retries=0,
+            http_client=self._http,
         )
-        transport.install(self._sdk._client)
         self._url = f"{str(self._sdk.base_url).rstrip('/')}/chat/completions"
         self._headers = {
             "Authorization": f"Bearer {self._sdk.api_key}",
@@ -167,7 +171,7 @@ class OpenAIClient:
         return completion
 
     async def _stream(self, body: bytes, progress: Progress, on_text: TextSink) -> None:
-        http = self._sdk._client
+        http = self._http
         request = http.build_request("POST", self._url, content=body, headers=self._headers)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -182,7 +186,7 @@ class OpenAIClient:
                 try:
                     if response.status_code >= 400:
                         await response.aread()
-                        raise self._sdk._make_status_error_from_response(response)
+                        raise status_error(response)
                     # Read to the end (past "[DONE]"), so the connection goes back to the pool.
                     async for line in response.aiter_lines():
                         if (
@@ -197,6 +201,38 @@ class OpenAIClient:
             raise openai.APITimeoutError(request=request) from exc
         except httpx2.TransportError as exc:
             raise openai.APIConnectionError(request=request) from exc
+
+
+_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
+    400: openai.BadRequestError,
+    401: openai.AuthenticationError,
+    403: openai.PermissionDeniedError,
+    404: openai.NotFoundError,
+    409: openai.ConflictError,
+    422: openai.UnprocessableEntityError,
+    429: openai.RateLimitError,
+}
+
+
+def status_error(response: httpx2.Response) -> openai.APIStatusError:
+    """The SDK's error for an HTTP error status (read body), built from its public classes as
+    the SDK builds it: the message "Error code: N - <error.message>", `body` the JSON's "error"
+    object (else the JSON, else the text)."""
+    message = f"Error code: {response.status_code}"
+    text = response.text.strip()
+    body: object = text
+    with contextlib.suppress(ValueError):
+        body = json.loads(text)
+    if isinstance(body, dict):
+        body = body.get("error", body)
+        detail = body.get("message") if isinstance(body, dict) else None
+        if isinstance(detail, str) and detail:
+            message += f" - {detail}"
+    if response.status_code >= 500:
+        kind: type[openai.APIStatusError] = openai.InternalServerError
+    else:
+        kind = _STATUS_ERRORS.get(response.status_code, openai.APIStatusError)
+    return kind(message, response=response, body=body)
 
 
 def _take(chunk: dict[str, Any], progress: Progress, on_text: TextSink) -> bool:
@@ -316,6 +352,7 @@ def _build_client(level: int) -> LLMClient:
             base_url=settings.OPENAI_BASE_URL,
             model=settings.OPENAI_MODEL,
             timeout=settings.OPENAI_TIMEOUT,
+            deadline=settings.OPENAI_CALL_DEADLINE,
         )
     entry: FallbackModel = settings.OPENAI_FALLBACK_MODELS[level - 1]
     if entry.base_url is None:  # the primary's server, and key
@@ -324,6 +361,7 @@ def _build_client(level: int) -> LLMClient:
             base_url=settings.OPENAI_BASE_URL,
             model=entry.model,
             timeout=settings.OPENAI_TIMEOUT,
+            deadline=settings.OPENAI_CALL_DEADLINE,
         )
     return OpenAIClient(
         api_key=entry.api_key,

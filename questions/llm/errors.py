@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import openai
 
-from questions.sqs.backoff import JOB_BACKOFF
+from questions.backoff import JOB_BACKOFF
 
 BACKOFF_BASE_SECONDS = JOB_BACKOFF.base
 BACKOFF_CAP_SECONDS = JOB_BACKOFF.cap
@@ -94,5 +94,5 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
-    """The job backoff policy's delay (one policy: `questions.sqs.backoff.JOB_BACKOFF`)."""
+    """The job backoff policy's delay (one policy: `questions.backoff.JOB_BACKOFF`)."""
     return JOB_BACKOFF.delay(attempt, retry_after)

@@ -24,7 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from questions.sqs.backoff import JOB_BACKOFF, Backoff
+from questions.backoff import JOB_BACKOFF, Backoff
 from questions.sqs.exceptions import DeadLetter, RetryLater
 from questions.sqs.messages import MalformedMessage, TaskMessage, decode_message, trace_carrier
 

@@ -29,7 +29,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from questions import metrics
-from questions.sqs.backoff import CONNECTION_BACKOFF
+from questions.backoff import CONNECTION_BACKOFF
 from questions.sqs.consumer import SQS_ERRORS, Consumer
 from questions.sqs.executor import Outcome
 from questions.sqs.liveness import AliveFile

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from questions.sqs.backoff import DEFAULT_MAX_ATTEMPTS
+from questions.backoff import DEFAULT_MAX_ATTEMPTS
 from questions.sqs.chores import Chore, ChoreThread
 from questions.sqs.consumer import Consumer
 from questions.sqs.executor import TaskExecutor, WorkerTaskContext

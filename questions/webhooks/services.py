@@ -21,8 +21,9 @@ from django.http import Http404
 from django.utils import timezone
 
 from questions import metrics
+from questions.backoff import Backoff
+from questions.jobqueue import DELIVER_WEBHOOK, task_get
 from questions.models import Question, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from questions.sqs.backoff import Backoff
 from questions.sqs.exceptions import RetryLater
 from questions.webhooks.addresses import HostUnresolved, UnsafeUrl, destination_resolve
 from questions.webhooks.http import SendFailed, post_pinned
@@ -212,10 +213,8 @@ def webhook_events_record(*, question: Question) -> list[WebhookDelivery]:
 def webhook_delivery_enqueue(*, delivery_id: uuid.UUID) -> bool:
     """Send a delivery to the webhook queue. On failure it stays pending (logged, counted);
     staff can send it again from the admin. Never raises."""
-    from questions.tasks import deliver_webhook
-
     try:
-        deliver_webhook.enqueue(delivery_id=str(delivery_id))
+        task_get(DELIVER_WEBHOOK).enqueue(delivery_id=str(delivery_id))
     except Exception as exc:
         metrics.WEBHOOK_DELIVERIES.labels(outcome="enqueue_failed").inc()
         logger.warning(

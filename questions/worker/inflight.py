@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from questions.runtime import JobStopped, WorkerStopping
 from questions.selectors import questions_cancelled_among
 from questions.services import questions_extend_leases
 from questions.worker.dbpool import run_db
@@ -27,15 +28,6 @@ from questions.worker.dbpool import run_db
 logger = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 0.5
-
-
-class JobStopped(Exception):
-    """Stop (the row set to `cancelled`) cut off what the job was waiting on."""
-
-
-class WorkerStopping(Exception):
-    """The worker is stopping and this job had not started paying (it waited for the provider,
-    or had not called yet): it is to be handed back, not held through the shutdown."""
 
 
 @dataclass(slots=True, eq=False)

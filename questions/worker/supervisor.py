@@ -33,7 +33,7 @@ from types import FrameType
 from django.conf import settings
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-from questions.sqs.backoff import CONNECTION_BACKOFF
+from questions.backoff import CONNECTION_BACKOFF
 
 logger = logging.getLogger("questions.worker")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import pytest
 import redis
@@ -15,11 +16,12 @@ from questions.live.streams import stream_key
 from questions.llm.client import Completion
 from questions.models import Question
 from questions.sqs.exceptions import DeadLetter, RetryLater
+from questions.worker.runtime import WORKER_RUNTIME
 from tests.factories import QuestionFactory, reloaded
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-answer = async_to_sync(question_answer)
+answer = async_to_sync(partial(question_answer, runtime=WORKER_RUNTIME))
 
 
 def test_a_queued_job_is_answered_once_and_a_second_delivery_is_a_duplicate(user, fake_llm):

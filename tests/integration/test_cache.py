@@ -14,7 +14,7 @@ from django.core.cache import cache
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
-from questions.cache import job_cache_get
+from questions.job_cache import job_cache_get
 from questions.models import Question
 from tests.factories import QuestionFactory
 from tests.support import api_ask, free_port

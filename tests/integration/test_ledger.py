@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -23,12 +24,13 @@ from questions.models import LLMCall, Question
 from questions.pricing import completion_cost, worst_case_cost
 from questions.selectors import user_spend_list
 from questions.sqs.exceptions import RetryLater
+from questions.worker.runtime import WORKER_RUNTIME
 from tests.factories import QuestionFactory, ask, reloaded
 from tests.support import api_ask, assert_json_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-answer = async_to_sync(question_answer)
+answer = async_to_sync(partial(question_answer, runtime=WORKER_RUNTIME))
 MODEL = "gpt-4o-mini"
 LONG_ANSWER = " ".join(f"word{n}" for n in range(200))
 
@@ -105,7 +107,9 @@ def test_a_call_cut_off_by_the_worker_stopping_is_recorded_at_its_partial_usage(
     redis = get_redis_connection("default")
 
     async def run_then_stop() -> None:
-        job = asyncio.ensure_future(question_answer(job_id=str(question.pk), max_attempts=3))
+        job = asyncio.ensure_future(
+            question_answer(job_id=str(question.pk), max_attempts=3, runtime=WORKER_RUNTIME)
+        )
         deadline = asyncio.get_running_loop().time() + 20
         # The live stream holds the attempt's reset, the status and at least one piece of the
         # answer.
@@ -132,7 +136,9 @@ def test_a_stopped_job_records_its_cut_call_as_cancelled(user, fake_llm, setting
     question = QuestionFactory(owner=user)
 
     async def run_and_stop() -> str:
-        job = asyncio.ensure_future(question_answer(job_id=str(question.pk), max_attempts=3))
+        job = asyncio.ensure_future(
+            question_answer(job_id=str(question.pk), max_attempts=3, runtime=WORKER_RUNTIME)
+        )
         while not fake_llm.calls:
             await asyncio.sleep(0.05)
         response = await asyncio.to_thread(api.post, f"/api/questions/{question.pk}/cancel")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 import openai
@@ -18,6 +19,7 @@ from questions.llm.client import Progress, get_llm_client, reset_llm_client
 from questions.llm.errors import classify_llm_error
 from questions.models import Question
 from questions.sqs.exceptions import RetryLater
+from questions.worker.runtime import WORKER_RUNTIME
 from tests.factories import QuestionFactory, reloaded
 
 IDLE = 1.0  # OPENAI_TIMEOUT: seconds without content
@@ -93,7 +95,7 @@ def test_a_job_whose_call_stalls_on_keepalives_is_retried_and_then_answered(user
     clocks.configure(answer="one two three")
     clocks.enqueue({"keepalive": 30, "keepalive_interval": 0.2, "keepalive_after": 1})
     question = QuestionFactory(owner=user)
-    answer = async_to_sync(question_answer)
+    answer = async_to_sync(partial(question_answer, runtime=WORKER_RUNTIME))
 
     started = time.monotonic()
     with pytest.raises(RetryLater) as retry:

@@ -10,7 +10,7 @@ from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from questions.cache import job_cache_set
+from questions.job_cache import job_cache_set
 from questions.models import Question
 from tests.factories import QuestionFactory
 

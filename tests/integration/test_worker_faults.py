@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from questions import cache as job_cache
+from questions import job_cache
 from questions.models import Question
 from questions.services import question_enqueue
 from questions.sqs.client import reset_sqs_client

@@ -20,6 +20,8 @@ def test_import_contracts_are_kept():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Transport and integrations never import the domain KEPT" in result.stdout
     assert "The domain never imports delivery KEPT" in result.stdout
+    assert "The domain never imports questions.worker KEPT" in result.stdout
+    assert "no circle through" in result.stdout
 
 
 def test_no_sqs_module_is_over_250_lines():
