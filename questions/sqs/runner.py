@@ -6,14 +6,11 @@ on the network at once without a thread each; the blocking SQS calls go to a sma
 - Receives only as many messages as it has free slots; a slot is freed only once its message is
   settled with SQS (deleted, delayed for a retry, or dead-lettered), so the worker never holds
   more than `concurrency` messages invisible.
-- A heartbeat extends every running message before its visibility lapses.
-- Messages are deleted after their handler returned, in batches of up to 10 (short linger).
-- Stop (`stop()`, from the worker's SIGTERM/SIGINT; calling it again changes nothing): call
-  `on_stop` on the loop (the handler's side hands back jobs that have not started), stop
-  receiving, give back what arrived after it (a long poll in flight at the stop is waited for and
-  its messages given back, never carried away), let running jobs finish within the grace period,
-  counted from the first stop. Jobs still running then have their messages given back and `run()`
-  returns False; they go on running on the loop's thread, unsettled.
+- Heartbeat, batched deletes and the wind-down: questions.sqs.upkeep.
+- Stop (`stop()`, from the worker's SIGTERM/SIGINT; again changes nothing): call `on_stop` on
+  the loop (the handler hands back jobs that have not started), stop receiving, give back what
+  arrived after it (a long poll in flight at the stop is waited for), then wind down: `run()`
+  returns False if jobs were still running at the end of the grace period.
 """
 
 from __future__ import annotations
@@ -253,24 +250,3 @@ class Runner(Upkeep):
             self.processed += 1
             if not acked and not self._abandoned:
                 self._release(1)
-
-    async def _wind_down(self, heartbeat: asyncio.Task[None], acker: asyncio.Task[None]) -> None:
-        # The grace period runs from the stop, not from the end of a long poll in flight then.
-        deadline = (self._stopped_at or time.monotonic()) + self.shutdown_timeout
-        if self._jobs:
-            logger.info(f"Finishing {len(self._jobs)} jobs in flight...")
-        while self._jobs and time.monotonic() < deadline:
-            await asyncio.wait(self._jobs, timeout=max(deadline - time.monotonic(), 0.01))
-        self.unfinished = len(self._jobs)
-        if self.unfinished:
-            logger.info(
-                f"{self.unfinished} jobs did not finish in time; their messages return to SQS."
-            )
-            self._abandoned = True
-            async with self._heartbeat_lock:
-                handles = [entry[0] for entry in self._tracked.values()]
-                self._tracked.clear()
-            await self._sqs(self.consumer.give_back, handles)
-        heartbeat.cancel()
-        self._acks.put_nowait(None)
-        await acker

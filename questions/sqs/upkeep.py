@@ -1,9 +1,12 @@
-"""The runner's upkeep of the messages it holds: the acknowledger and the heartbeat.
+"""The runner's upkeep of the messages it holds: the acknowledger, the heartbeat and the
+wind-down.
 
 The acknowledger deletes handled messages in batches of up to 10 (lingering briefly to fill a
 batch) and frees their slots only once SQS let them go; the heartbeat extends every running
 message before its visibility lapses, under a lock that settling a message also takes, so a
 message is never extended after it was settled (a retry's own visibility is not overwritten).
+The wind-down lets running jobs finish within the grace period, counted from the stop, and gives
+back the messages of those still running then.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ class Upkeep:
     _acks: asyncio.Queue[str | None]
     _heartbeat_lock: asyncio.Lock
     _sqs: Callable[..., Any]
+    _jobs: set[asyncio.Task[None]]
+    _stopped_at: float | None
+    _abandoned: bool
+    shutdown_timeout: float
+    unfinished: int
 
     def _release(self, count: int) -> None:
         self._in_flight -= count
@@ -89,3 +97,24 @@ class Upkeep:
                                 entry[1] = now
             except Exception:
                 logger.exception("heartbeat failed; will try again")
+
+    async def _wind_down(self, heartbeat: asyncio.Task[None], acker: asyncio.Task[None]) -> None:
+        # The grace period runs from the stop, not from the end of a long poll in flight then.
+        deadline = (self._stopped_at or time.monotonic()) + self.shutdown_timeout
+        if self._jobs:
+            logger.info(f"Finishing {len(self._jobs)} jobs in flight...")
+        while self._jobs and time.monotonic() < deadline:
+            await asyncio.wait(self._jobs, timeout=max(deadline - time.monotonic(), 0.01))
+        self.unfinished = len(self._jobs)
+        if self.unfinished:
+            logger.info(
+                f"{self.unfinished} jobs did not finish in time; their messages return to SQS."
+            )
+            self._abandoned = True
+            async with self._heartbeat_lock:
+                handles = [entry[0] for entry in self._tracked.values()]
+                self._tracked.clear()
+            await self._sqs(self.consumer.give_back, handles)
+        heartbeat.cancel()
+        self._acks.put_nowait(None)
+        await acker
