@@ -55,8 +55,7 @@ class Runner(Upkeep):
         on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.consumer = consumer
-        # Called on the loop at the stop: the handler's side lets go of what has not started.
-        self.on_stop = on_stop
+        self.on_stop = on_stop  # on the loop at the stop: lets go of what has not started
         self.alive = AliveFile(alive_file)
         self.handler = handler
         self.concurrency = concurrency
@@ -74,8 +73,7 @@ class Runner(Upkeep):
         self._tracked: dict[str, list[Any]] = {}  # message id → [receipt handle, extended at]
         self._jobs: set[asyncio.Task[None]] = set()
         self._abandoned = False
-        # With --burst: a message this worker put back for later is still the queue's work,
-        # though SQS may count it nowhere at the moment it turns visible again.
+        # --burst: a message put back for later is work, though SQS may count it nowhere then.
         self._deferred_until = 0.0
 
     # --- from any thread ----------------------------------------------------------------
