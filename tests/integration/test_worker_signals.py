@@ -132,6 +132,10 @@ def test_a_long_poll_in_flight_at_the_stop_gives_its_message_back(
     )
     wait_until(logged(worker, "consuming", 2), timeout=60, what="both children to consume")
     worker.signal_group(signal.SIGINT)
+    # Asked once both children took the stop (on a busy machine a handler may run late, and a
+    # question received before it is a job that rightly runs): their polls are still waiting.
+    stopping = "received: finishing jobs in flight"
+    wait_until(logged(worker, stopping, 2), timeout=10, what="both children to stop")
     question = ask(user)
     assert worker.wait(timeout=30) == 0, worker.output
 
