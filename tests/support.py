@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -266,3 +267,16 @@ def database_proxy() -> tuple[TCPProxy, str]:
     db = settings.DATABASES["default"]
     proxy = TCPProxy(int(db["PORT"] or 5432)).start()
     return proxy, f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}"
+
+
+def child_pids(output: str) -> list[int]:
+    """The worker processes a `run_sqs_worker --processes N` supervisor says it started."""
+    return [int(pid) for pid in re.findall(r"Started worker process (\d+)", output)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

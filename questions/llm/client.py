@@ -346,27 +346,20 @@ def llm_is_demo() -> bool:
 def _build_client(level: int) -> LLMClient:
     if llm_is_demo():
         return DemoLLMClient()
-    if level == 0:
-        return OpenAIClient(
-            api_key=settings.OPENAI_API_KEY,
-            base_url=settings.OPENAI_BASE_URL,
-            model=settings.OPENAI_MODEL,
-            timeout=settings.OPENAI_TIMEOUT,
-            deadline=settings.OPENAI_CALL_DEADLINE,
-        )
-    entry: FallbackModel = settings.OPENAI_FALLBACK_MODELS[level - 1]
-    if entry.base_url is None:  # the primary's server, and key
-        return OpenAIClient(
-            api_key=settings.OPENAI_API_KEY,
-            base_url=settings.OPENAI_BASE_URL,
-            model=entry.model,
-            timeout=settings.OPENAI_TIMEOUT,
-            deadline=settings.OPENAI_CALL_DEADLINE,
-        )
+    api_key, base_url, model = (
+        settings.OPENAI_API_KEY,
+        settings.OPENAI_BASE_URL,
+        settings.OPENAI_MODEL,
+    )
+    if level:
+        entry: FallbackModel = settings.OPENAI_FALLBACK_MODELS[level - 1]
+        model = entry.model
+        if entry.base_url is not None:  # another server, with its own key (else the primary's)
+            api_key, base_url = entry.api_key, entry.base_url
     return OpenAIClient(
-        api_key=entry.api_key,
-        base_url=entry.base_url,
-        model=entry.model,
+        api_key=api_key,
+        base_url=base_url,
+        model=model,
         timeout=settings.OPENAI_TIMEOUT,
         deadline=settings.OPENAI_CALL_DEADLINE,
     )

@@ -10,8 +10,6 @@ off is finished later by another worker.
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -20,24 +18,12 @@ import pytest
 
 from questions.models import Question
 from tests.factories import ask, ask_many
-from tests.support import WorkerProcess, wait_until
+from tests.support import WorkerProcess, alive, child_pids, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EMPTY = {"visible": 0, "in_flight": 0, "delayed": 0}
 LATENCY = 4.0  # each call; OPENAI_TIMEOUT is 10 s in these tests
-
-
-def child_pids(output: str) -> list[int]:
-    return [int(pid) for pid in re.findall(r"Started worker process (\d+)", output)]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def logged(worker: WorkerProcess, text: str, times: int) -> Callable[[], bool]:

@@ -12,21 +12,9 @@ import pytest
 
 from questions.models import Question
 from tests.factories import ask_many
-from tests.support import free_port, wait_until
+from tests.support import alive, child_pids, free_port, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def child_pids(output: str) -> list[int]:
-    return [int(pid) for pid in re.findall(r"Started worker process (\d+)", output)]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def answered(questions: list[Question]) -> bool:
