@@ -16,7 +16,7 @@ PY=.venv/bin/python
 mkdir -p .run
 
 # Children run in their own sessions (setsid) so that Ctrl-C reaches only this script, which
-# then sends each exactly one SIGTERM (a second signal would make the worker exit at once).
+# then sends each one SIGTERM, newest first: a graceful stop (README "Stopping and deploying").
 pids=()
 cleanup() {
   trap - INT TERM EXIT
