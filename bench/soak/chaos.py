@@ -38,6 +38,12 @@ class Stack:
     supervisors: list[Managed]
 
 
+# How often the worker children's connections to the provider are sampled, and how long a
+# closed one still counts as a call its child may not have stored yet.
+SAMPLE_SECONDS = 0.2
+RECENT_SECONDS = 3.0
+
+
 @dataclass
 class Fault:
     at: float  # time.monotonic()
@@ -58,8 +64,15 @@ class Chaos:
         # Supervisors being stopped: a kill -9 of one of their children would make the stop's
         # exit code say "killed", and the SIGTERM check would test the kill, not the stop.
         self._stopping: set[str] = set()
+        # pid → {local port of a connection to the provider: when last seen}, sampled every
+        # SAMPLE_SECONDS: a call whose answer came in just before a kill -9 has closed its
+        # connection by then, yet the killed child had not stored (or stashed) its answer.
+        self._seen: dict[int, dict[int, float]] = {}
 
     def run(self, t0: float) -> None:
+        sampler = threading.Thread(target=self._sample_connections, daemon=True)
+        sampler.start()
+        self._threads.append(sampler)
         for offset, name in self.plan.schedule():
             if self._stop.wait(max(0.0, t0 + offset - time.monotonic())):
                 return
@@ -70,6 +83,22 @@ class Chaos:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _worker_children(self) -> list[int]:
+        return [
+            pid for sup in self.stack.supervisors if sup.alive() for pid in children_of(sup.pid)
+        ]
+
+    def _sample_connections(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            now = time.monotonic()
+            for pid in self._worker_children():
+                ports = ports_connected_to(pid, self.stack.provider.fake.port)
+                with self._lock:
+                    seen = self._seen.setdefault(pid, {})
+                    seen.update(dict.fromkeys(ports, now))
+                    for port in [p for p, at in seen.items() if at < now - RECENT_SECONDS]:
+                        del seen[port]
 
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -112,8 +141,12 @@ class Chaos:
             self._note("kill -9", pid=None, skipped="no worker child alive")
             return
         pid = self._random.choice(children)
-        # the calls it cuts: its connections to the provider, taken just before the kill
+        # the calls it cuts: its connections to the provider, taken just before the kill, and
+        # those it closed in the last RECENT_SECONDS (answered, but perhaps not yet stored)
         ports = ports_connected_to(pid, self.stack.provider.fake.port)
+        with self._lock:
+            recent = [port for port in self._seen.pop(pid, {}) if port not in ports]
+        ports = [*ports, *recent]
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         fault = self._note("kill -9", pid=pid, ports=ports)

@@ -95,10 +95,10 @@ def ledger_summary() -> dict[str, Any] | None:
 
 def _hit_by_a_kill(call: dict[str, Any], kills: list[Fault]) -> bool:
     """A kill -9 struck the process that made the call before it was done with it: the call's
-    connection was still open in the killed process (the fake closes a streamed answer's
-    connection at its end, so an open one is a call whose answer the worker had not finished
-    reading or storing, even if the fake had sent it all). Without the ports: the call was
-    cut just after the kill."""
+    connection was open in the killed process at the kill, or closed there in the seconds before
+    it (the fake closes a streamed answer's connection at its end: the answer was read, but
+    perhaps not yet stashed or stored). Without the ports: the call was cut just after the
+    kill."""
     ended = call.get("ended_at")
     if ended is None:
         return False
