@@ -4,6 +4,7 @@ subprocesses, the JSON error shape."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import re
 import secrets
@@ -280,3 +281,19 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def open_events(
+    port: int, job: Any, token: str, *, source: str = "127.0.0.1"
+) -> http.client.HTTPResponse:
+    """GET a job's event stream on 127.0.0.1:`port` from the loopback address `source`; the
+    response, unread (its connection kept on it, to close)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    conn.request(
+        "GET",
+        f"/api/questions/{job.pk}/events",
+        headers={"Accept": "text/event-stream", "Authorization": f"Token {token}"},
+    )
+    response = conn.getresponse()
+    response.connection = conn  # type: ignore[attr-defined]
+    return response

@@ -23,7 +23,7 @@ from django.utils import timezone
 from questions.accounts import api_token_create
 from tests.factories import QuestionFactory
 from tests.fakes.sse import iter_events
-from tests.support import child_env, free_port, serving, wait_until
+from tests.support import child_env, free_port, open_events, serving, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,17 +39,7 @@ class Events:
 
     def open(self, job: Any, token: str, *, source: str = "127.0.0.1") -> http.client.HTTPResponse:
         """GET the job's events from the loopback address `source`; the response, unread."""
-        conn = http.client.HTTPConnection(
-            "127.0.0.1", self.port, timeout=30, source_address=(source, 0)
-        )
-        conn.request(
-            "GET",
-            f"/api/questions/{job.pk}/events",
-            headers={"Accept": "text/event-stream", "Authorization": f"Token {token}"},
-        )
-        response = conn.getresponse()
-        response.connection = conn  # type: ignore[attr-defined]
-        return response
+        return open_events(self.port, job, token, source=source)
 
 
 @pytest.fixture

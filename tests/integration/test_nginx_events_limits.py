@@ -21,7 +21,7 @@ from tests.factories import QuestionFactory, UserFactory
 from tests.fakes.sse import iter_events
 from tests.integration.stack_configs import render_nginx_conf
 from tests.integration.test_stack import Processes
-from tests.support import ROOT, answers_health, free_port, production_env, wait_until
+from tests.support import ROOT, answers_health, free_port, open_events, production_env, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
@@ -80,17 +80,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> Ite
 
 
 def _open(edge: Edge, job: Any, token: str, source: str) -> http.client.HTTPResponse:
-    conn = http.client.HTTPConnection(
-        "127.0.0.1", edge.port, timeout=30, source_address=(source, 0)
-    )
-    conn.request(
-        "GET",
-        f"/api/questions/{job.pk}/events",
-        headers={"Accept": "text/event-stream", "Authorization": f"Token {token}"},
-    )
-    response = conn.getresponse()
-    response.connection = conn  # type: ignore[attr-defined]
-    return response
+    return open_events(edge.port, job, token, source=source)
 
 
 def _running(user: Any) -> Any:
