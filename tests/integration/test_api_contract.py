@@ -18,6 +18,7 @@ import re
 import secrets
 import subprocess
 import sys
+import tomllib
 import uuid
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
@@ -30,6 +31,7 @@ import schemathesis
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
+from schemathesis.core.warnings import SchemathesisWarning
 
 from questions.accounts import api_token_create
 from questions.models import Question
@@ -211,8 +213,37 @@ def test_the_api_keeps_its_contract(
         "fuzzing": "success",
         "stateful": "success",
     }, report
-    warnings = {name: found for name, found in report["warnings"].items() if found}
+    warnings = {
+        name: unexpected
+        for name, found in report["warnings"].items()
+        if (unexpected := sorted(set(found or ()) - _warnings_left_out(schema).get(name, set())))
+    }
     assert not warnings, f"schemathesis warned (seed {seed}): {warnings}"
+
+
+def _warnings_left_out(schema: dict[str, Any]) -> dict[str, set[str]]:
+    """Per warning kind, the operations ("POST /api/webhooks/") whose `warnings` list in
+    schemathesis.toml leaves it out.
+
+    schemathesis 4.32 reads that list for some warnings only: it records `validation_mismatch`
+    through the run's global list (cli/commands/run/warnings.py, `_handle_warning`), so a kind
+    left out for one operation is still reported for it. The test applies the file as written;
+    the same warning on any other operation still fails the run."""
+    config = tomllib.loads(CONFIG.read_text())
+    every_kind = set(config.get("warnings", ())) or {kind.value for kind in SchemathesisWarning}
+    labels = {
+        operation["operationId"]: f"{method.upper()} {path}"
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
+    left_out: dict[str, set[str]] = {}
+    for entry in config.get("operations", ()):
+        if "warnings" not in entry:
+            continue
+        for kind in every_kind - set(entry["warnings"]):
+            left_out.setdefault(kind, set()).add(labels[entry["include-operation-id"]])
+    return left_out
 
 
 # Not operations of the API: the schema itself and its Swagger UI.
