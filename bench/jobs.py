@@ -35,7 +35,8 @@ def bench_user() -> tuple[Any, str]:
 def reset_state() -> None:
     """No job rows, an empty bench cache (Redis db of its own)."""
     with connection.cursor() as cursor:
-        cursor.execute(f'TRUNCATE "{Question._meta.db_table}"')
+        # CASCADE: the ledger (LLMCall) and webhook deliveries reference the jobs.
+        cursor.execute(f'TRUNCATE "{Question._meta.db_table}" CASCADE')
     cache.clear()
 
 
@@ -137,4 +138,30 @@ def job_times() -> dict[str, tuple[float, float]]:
         for pk, started, finished in Question.objects.filter(finished_at__isnull=False).values_list(
             "pk", "started_at", "finished_at"
         )
+    }
+
+
+def slot_time(concurrency: int, latency: float) -> dict[str, float | None]:
+    """Where a slot's time goes beyond the LLM call, from the rows' own timestamps (p50, ms).
+
+    - `in_job`: claim → stored answer, less L (the claim's query, the call's overhead, the store);
+    - `refill`: a stored answer → the claim that took its slot. With C slots, the k-th claim
+      (k ≥ C) could start only once the (k − C)-th answer was stored: the gap between the two
+      is what the slot spent on the ack, the delete, the receive and the claim batch.
+    Their sum is the time each job held its slot beyond its call.
+    """
+    rows = list(
+        Question.objects.filter(finished_at__isnull=False).values_list("started_at", "finished_at")
+    )
+    if len(rows) <= concurrency:
+        return {"in_job_ms": None, "refill_ms": None}
+    starts = sorted(r[0].timestamp() for r in rows)
+    finishes = sorted(r[1].timestamp() for r in rows)
+    in_job = sorted((f - s - latency) * 1000 for s, f in ((r[0].timestamp(), r[1].timestamp()) for r in rows))
+    refill = sorted(
+        (starts[k] - finishes[k - concurrency]) * 1000 for k in range(concurrency, len(starts))
+    )
+    return {
+        "in_job_ms": round(in_job[len(in_job) // 2], 1),
+        "refill_ms": round(refill[len(refill) // 2], 1),
     }

@@ -134,6 +134,7 @@ def throughput_cell(
         for c in consumers:
             ctx.rig.stop(c)
     result = jobs.outcome(count, ctx.rig.llm_calls())
+    slot = jobs.slot_time(concurrency * processes, latency)
     rate = count / result.busy_seconds
     ideal = processes * concurrency / latency if latency else None
     if kind == "seed":
@@ -152,6 +153,7 @@ def throughput_cell(
         "peak_rss_mib": round(peak, 1),
         "cpu_ms_per_job": round(cpu * 1000 / count, 2),
         "cpu_ms_per_job_after_start": round((cpu - cpu_at_ready) * 1000 / count, 2),
+        **slot,
         "succeeded": result.succeeded,
         "llm_calls": result.llm_calls,
         "correct": result.correct,
@@ -328,6 +330,7 @@ def e2e_latency(
             "queue_wait": [pct(50, wait), pct(95, wait)],
             "run_beyond_L": [pct(50, run), pct(95, run)],
         },
+        **slot,
         "succeeded": result.succeeded,
         "llm_calls": result.llm_calls,
         "correct": result.correct and not errors,
@@ -506,6 +509,7 @@ def memory(ctx: Ctx, *, count: int, concurrency: int) -> dict[str, Any]:
         "growth_10pct_to_end_mib": round(samples[-1][1] - rss_at(0.1), 1),
         "growth_50pct_to_end_mib": round(samples[-1][1] - rss_at(0.5), 1),
         "jobs_per_s": round(count / result.busy_seconds, 1),
+        **slot,
         "succeeded": result.succeeded,
         "llm_calls": result.llm_calls,
         "correct": result.correct,
