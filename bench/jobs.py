@@ -157,7 +157,7 @@ def slot_time(concurrency: int, latency: float) -> dict[str, float | None]:
         return {"in_job_ms": None, "refill_ms": None}
     starts = sorted(r[0].timestamp() for r in rows)
     finishes = sorted(r[1].timestamp() for r in rows)
-    in_job = sorted((f - s - latency) * 1000 for s, f in ((r[0].timestamp(), r[1].timestamp()) for r in rows))
+    in_job = sorted((r[1].timestamp() - r[0].timestamp() - latency) * 1000 for r in rows)
     refill = sorted(
         (starts[k] - finishes[k - concurrency]) * 1000 for k in range(concurrency, len(starts))
     )

@@ -57,14 +57,21 @@ class Process:
     """A child process with its output in a log file, an RSS sampler and a clean stop."""
 
     def __init__(
-        self, name: str, argv: list[str], env: dict[str, str], logdir: Path, *, ready: str
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        logdir: Path,
+        *,
+        ready: str,
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = self.log_path.open("w")
         self.started = time.monotonic()
         self.popen = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            argv, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         self.rss_samples: list[tuple[float, int]] = []
         self._sampling = threading.Event()
@@ -161,9 +168,16 @@ class Rig:
         return env
 
     def start(
-        self, name: str, argv: list[str], *, ready: str, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        ready: str,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> Process:
-        process = Process(name, argv, env or self.env(), self.logdir, ready=ready)
+        """Start a process (from `cwd`: another tree's code, for a before/after cell)."""
+        process = Process(name, argv, env or self.env(), self.logdir, ready=ready, cwd=cwd)
         self.processes.append(process)
         return process
 

@@ -62,12 +62,14 @@ def _queue_name(kind: str, latency: float, concurrency: int) -> str:
     return f"bench-{kind}-{int(latency * 1000)}ms-c{concurrency}-{uuid.uuid4().hex[:6]}"
 
 
-def _start_consumer(ctx: Ctx, kind: str, queue: str, queue_url: str, concurrency: int) -> Process:
+def _start_consumer(
+    ctx: Ctx, kind: str, queue: str, queue_url: str, concurrency: int, code: Path = ROOT
+) -> Process:
     rig = ctx.rig
     if kind == "worker":
         argv = [sys.executable, "manage.py", "run_sqs_worker", "--processes", "1", "--queue", queue]
         argv += ["--dlq", f"{queue}-dlq", "--concurrency", str(concurrency)]
-        return rig.start(f"{queue}", argv, ready="consuming")
+        return rig.start(f"{queue}", argv, ready="consuming", cwd=code)
     if kind == "seed":
         argv = [sys.executable, "-m", "bench.seed_peer", "--queue", queue]
         return rig.start(f"{queue}", argv, ready="seed consumer ready")
@@ -99,8 +101,10 @@ def throughput_cell(
     count: int,
     processes: int = 1,
     timeout: float = 600,
+    code: Path = ROOT,
 ) -> dict[str, Any]:
-    """`count` jobs through `processes` consumers of `concurrency` each at LLM latency `latency`."""
+    """`count` jobs through `processes` consumers of `concurrency` each at LLM latency `latency`
+    (the worker run from `code`: another tree, for a before/after cell)."""
     jobs.reset_state()
     ctx.rig.llm_reset(latency)
     queue = _queue_name(kind, latency, concurrency)
@@ -111,7 +115,7 @@ def throughput_cell(
     else:
         jobs.send_messages(queue_url, ids)
     consumers = [
-        _start_consumer(ctx, kind, queue, queue_url, concurrency) for _ in range(processes)
+        _start_consumer(ctx, kind, queue, queue_url, concurrency, code) for _ in range(processes)
     ]
     consumer = consumers[0]
     # CPU spent starting up (Django, imports) is not the jobs' cost: counted from "ready" on.
@@ -330,7 +334,6 @@ def e2e_latency(
             "queue_wait": [pct(50, wait), pct(95, wait)],
             "run_beyond_L": [pct(50, run), pct(95, run)],
         },
-        **slot,
         "succeeded": result.succeeded,
         "llm_calls": result.llm_calls,
         "correct": result.correct and not errors,
@@ -509,7 +512,6 @@ def memory(ctx: Ctx, *, count: int, concurrency: int) -> dict[str, Any]:
         "growth_10pct_to_end_mib": round(samples[-1][1] - rss_at(0.1), 1),
         "growth_50pct_to_end_mib": round(samples[-1][1] - rss_at(0.5), 1),
         "jobs_per_s": round(count / result.busy_seconds, 1),
-        **slot,
         "succeeded": result.succeeded,
         "llm_calls": result.llm_calls,
         "correct": result.correct,
