@@ -3,9 +3,10 @@
 Jobs run as coroutines on one asyncio event loop (on a thread of its own), so hundreds can wait
 on the network at once without a thread each; the blocking SQS calls go to a small thread pool.
 
-- Receives only as many messages as it has free slots; a slot is freed only once its message is
-  settled with SQS (deleted, delayed for a retry, or dead-lettered), so the worker never holds
-  more than `concurrency` messages invisible.
+- Receives only as many messages as it has free slots. A slot is freed once its job's outcome is
+  stored: a retry's or a dead letter's message is settled with SQS first, an acknowledged one is
+  deleted afterwards in batches (a lost delete is a duplicate delivery, which the job's claim
+  turns away). So at most `concurrency` jobs run, and at most `concurrency` deletes wait.
 - Heartbeat, batched deletes and the wind-down: questions.sqs.upkeep.
 - Stop (`stop()`, from the worker's SIGTERM/SIGINT; again changes nothing): call `on_stop` on
   the loop (the handler hands back jobs that have not started), stop receiving, give back what
@@ -70,6 +71,7 @@ class Runner(Upkeep):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sqs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqs")
         self._in_flight = 0
+        self._pending_deletes = 0  # acknowledged, their delete not yet sent
         self._tracked: dict[str, list[Any]] = {}  # message id → [receipt handle, extended at]
         self._jobs: set[asyncio.Task[None]] = set()
         self._abandoned = False
@@ -171,14 +173,15 @@ class Runner(Upkeep):
             await asyncio.wait_for(self._stop_event.wait(), seconds)
 
     async def _receive_loop(self) -> None:
+        """Receive into free slots until stopped."""
         failures = 0
         while not self._stop_event.is_set():
-            while self._in_flight >= self.concurrency and not self._stop_event.is_set():
+            while self._free_slots() <= 0 and not self._stop_event.is_set():
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
             if self._stop_event.is_set():
                 break
-            free = self.concurrency - self._in_flight
+            free = self._free_slots()
             # While jobs run, poll briefly so freed slots are refilled promptly; idle, poll long.
             wait = self.wait_time if not self._in_flight else min(self.wait_time, 1)
             try:
@@ -216,9 +219,12 @@ class Runner(Upkeep):
                 job.add_done_callback(self._jobs.discard)
             metrics.JOBS_IN_FLIGHT.set(self._in_flight)
 
+    def _free_slots(self) -> int:
+        # At most `concurrency` jobs running and `concurrency` deletes due.
+        return min(self.concurrency - self._in_flight, self.concurrency - self._pending_deletes)
+
     async def _run_one(self, message: MessageTypeDef) -> None:
         message_id, handle = message["MessageId"], message["ReceiptHandle"]
-        acked = False
         try:
             outcome = await self.handler(message)
             async with self._heartbeat_lock:  # never extended again once settled
@@ -232,8 +238,11 @@ class Runner(Upkeep):
             elif outcome.kind == "ack" or await self._sqs(
                 self.consumer.dead_letter, message, outcome.reason
             ):
+                # The outcome is stored: the slot is free now, while the delete lingers for a
+                # fuller batch. A delete that is lost is a duplicate delivery, which the claim
+                # turns away without a call.
                 self._acks.put_nowait(handle)
-                acked = True
+                self._pending_deletes += 1
         except SQS_ERRORS as exc:  # settling it: the job itself was handled
             logger.warning(
                 "could not settle a message (SQS unreachable); it returns after its visibility "
@@ -246,5 +255,5 @@ class Runner(Upkeep):
             self._tracked.pop(message_id, None)
         finally:
             self.processed += 1
-            if not acked and not self._abandoned:
+            if not self._abandoned:
                 self._release(1)

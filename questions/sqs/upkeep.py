@@ -1,8 +1,8 @@
 """The runner's upkeep of the messages it holds: the acknowledger, the heartbeat and the
 wind-down.
 
-The acknowledger deletes handled messages in batches of up to 10 (lingering briefly to fill a
-batch) and frees their slots only once SQS let them go; the heartbeat extends every running
+The acknowledger deletes handled messages in batches of up to 10, lingering briefly to fill a
+batch (their slots are free already); the heartbeat extends every running
 message before its visibility lapses, under a lock that settling a message also takes, so a
 message is never extended after it was settled (a retry's own visibility is not overwritten).
 The wind-down lets running jobs finish within the grace period, counted from the stop, and gives
@@ -31,6 +31,7 @@ class Upkeep:
     alive: AliveFile
     concurrency: int
     _in_flight: int
+    _pending_deletes: int
     _tracked: dict[str, list[Any]]
     _slot_freed: asyncio.Event
     _acks: asyncio.Queue[str | None]
@@ -48,7 +49,8 @@ class Upkeep:
         self._slot_freed.set()
 
     async def _acker(self) -> None:
-        """Delete acknowledged messages in batches; free their slots once SQS let them go."""
+        """Delete acknowledged messages in batches of up to 10, lingering briefly for a fuller
+        batch while jobs that could fill it are running."""
         closing = False
         while not closing:
             first = await self._acks.get()
@@ -56,11 +58,9 @@ class Upkeep:
                 break
             batch = [first]
             deadline = time.monotonic() + _ACK_LINGER
-            # Linger for a fuller batch unless every held message is in it or slots are all
-            # taken (then only this deletion frees one, and waiting would idle the worker).
-            while len(batch) < min(10, self._in_flight):
+            while len(batch) < 10:
                 remaining = deadline - time.monotonic()
-                if self._in_flight >= self.concurrency or remaining <= 0:
+                if remaining <= 0 or not self._in_flight:
                     if self._acks.empty():
                         break
                     item = self._acks.get_nowait()
@@ -78,7 +78,8 @@ class Upkeep:
             except Exception:
                 logger.exception("could not delete messages; they will be redelivered")
             finally:
-                self._release(len(batch))
+                self._pending_deletes -= len(batch)
+                self._slot_freed.set()
 
     async def _heartbeat(self) -> None:
         interval = max(self.consumer.visibility_timeout / 3, 0.5)
