@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("questions.sqs.worker")
 
 Handler = Callable[["MessageTypeDef"], Awaitable[Outcome]]
+# Receives under way at once, at most (one per 10 slots).
+MAX_RECEIVERS = 4
 
 
 class Runner(Upkeep):
@@ -69,9 +71,11 @@ class Runner(Upkeep):
         self._stopping = False
         self._stopped_at: float | None = None  # monotonic time of the first stop()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sqs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqs")
+        # The receivers, plus the deletes, the heartbeat and the settling of retries.
+        self._sqs_pool = ThreadPoolExecutor(max_workers=MAX_RECEIVERS + 4, thread_name_prefix="sqs")
         self._in_flight = 0
         self._pending_deletes = 0  # acknowledged, their delete not yet sent
+        self._receiving = 0  # slots asked for by the receives under way
         self._tracked: dict[str, list[Any]] = {}  # message id → [receipt handle, extended at]
         self._jobs: set[asyncio.Task[None]] = set()
         self._abandoned = False
@@ -173,19 +177,33 @@ class Runner(Upkeep):
             await asyncio.wait_for(self._stop_event.wait(), seconds)
 
     async def _receive_loop(self) -> None:
-        """Receive into free slots until stopped."""
+        """Receive into free slots until stopped. A receive takes a round trip, and slots freed
+        while one is under way wait for the next: so with many slots, a few receivers run at
+        once, each asking for the slots free when it starts (nothing is over-fetched). Only the
+        first polls while no job runs (one long poll is enough then); --burst keeps one, as the
+        empty queue it ends on is one receiver's finding."""
+        receivers = 1 if self.burst else min(MAX_RECEIVERS, max(1, self.concurrency // 10))
+        await asyncio.gather(*(self._receiver(first=i == 0) for i in range(receivers)))
+
+    def _free_slots(self) -> int:
+        # At most `concurrency` jobs (running or being received) and `concurrency` deletes due.
+        running = self._in_flight + self._receiving
+        return min(self.concurrency - running, self.concurrency - self._pending_deletes)
+
+    async def _receiver(self, *, first: bool) -> None:
         failures = 0
         while not self._stop_event.is_set():
-            while self._free_slots() <= 0 and not self._stop_event.is_set():
+            free = self._free_slots()
+            if free <= 0 or not (first or self._in_flight):
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
-            if self._stop_event.is_set():
-                break
-            free = self._free_slots()
+                continue
+            count = min(free, self.batch_size)
             # While jobs run, poll briefly so freed slots are refilled promptly; idle, poll long.
             wait = self.wait_time if not self._in_flight else min(self.wait_time, 1)
+            self._receiving += count
             try:
-                messages = await self._sqs(self.consumer.receive, min(free, self.batch_size), wait)
+                messages = await self._sqs(self.consumer.receive, count, wait)
                 failures = 0
             except SQS_ERRORS as exc:
                 failures += 1
@@ -197,6 +215,8 @@ class Runner(Upkeep):
                 )
                 await self._pause(delay)
                 continue
+            finally:
+                self._receiving -= count
             if self._stop_event.is_set():
                 await self._sqs(self.consumer.give_back, [m["ReceiptHandle"] for m in messages])
                 break
@@ -218,10 +238,7 @@ class Runner(Upkeep):
                 self._jobs.add(job)
                 job.add_done_callback(self._jobs.discard)
             metrics.JOBS_IN_FLIGHT.set(self._in_flight)
-
-    def _free_slots(self) -> int:
-        # At most `concurrency` jobs running and `concurrency` deletes due.
-        return min(self.concurrency - self._in_flight, self.concurrency - self._pending_deletes)
+            self._slot_freed.set()  # the other receivers: jobs run now, slots changed
 
     async def _run_one(self, message: MessageTypeDef) -> None:
         message_id, handle = message["MessageId"], message["ReceiptHandle"]
