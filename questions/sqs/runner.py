@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import uvloop
+
 from questions import metrics
 from questions.backoff import CONNECTION_BACKOFF
 from questions.sqs.consumer import SQS_ERRORS, Consumer
@@ -95,7 +97,8 @@ class Runner(Upkeep):
     def run(self) -> bool:
         """Consume until stopped (or, with burst, until the queue is empty); False if jobs were
         still running at the end of the grace period (they are left running on the loop)."""
-        loop = asyncio.new_event_loop()
+        # uvloop (libuv): less CPU per socket read and write than asyncio's own loop.
+        loop = uvloop.new_event_loop()
         finished = threading.Event()
         outcome: list[bool] = []
 
