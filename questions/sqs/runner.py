@@ -7,7 +7,8 @@ on the network at once without a thread each; the blocking SQS calls go to a sma
   stored: a retry's or a dead letter's message is settled with SQS first, an acknowledged one is
   deleted afterwards in batches (a lost delete is a duplicate delivery, which the job's claim
   turns away). So at most `concurrency` jobs run, and at most `concurrency` deletes wait.
-- Heartbeat, batched deletes and the wind-down: questions.sqs.upkeep.
+- The receivers: questions.sqs.intake; heartbeat, batched deletes and the wind-down:
+  questions.sqs.upkeep.
 - Stop (`stop()`, from the worker's SIGTERM/SIGINT; again changes nothing): call `on_stop` on
   the loop (the handler hands back jobs that have not started), stop receiving, give back what
   arrived after it (a long poll in flight at the stop is waited for), then wind down: `run()`
@@ -28,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import uvloop
 
-from questions import metrics
 from questions.backoff import CONNECTION_BACKOFF
 from questions.sqs.consumer import SQS_ERRORS, Consumer
 from questions.sqs.executor import Outcome
+from questions.sqs.intake import MAX_RECEIVERS, Intake
 from questions.sqs.liveness import AliveFile
 from questions.sqs.upkeep import Upkeep
 
@@ -41,11 +42,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("questions.sqs.worker")
 
 Handler = Callable[["MessageTypeDef"], Awaitable[Outcome]]
-# Receives under way at once, at most (one per 10 slots).
-MAX_RECEIVERS = 4
 
 
-class Runner(Upkeep):
+class Runner(Intake, Upkeep):
     def __init__(
         self,
         *,
@@ -178,70 +177,6 @@ class Runner(Upkeep):
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_event.wait(), seconds)
-
-    async def _receive_loop(self) -> None:
-        """Receive into free slots until stopped. A receive takes a round trip, and slots freed
-        while one is under way wait for the next: so with many slots, a few receivers run at
-        once, each asking for the slots free when it starts (nothing is over-fetched). Only the
-        first polls while no job runs (one long poll is enough then); --burst keeps one, as the
-        empty queue it ends on is one receiver's finding."""
-        receivers = 1 if self.burst else min(MAX_RECEIVERS, max(1, self.concurrency // 10))
-        await asyncio.gather(*(self._receiver(first=i == 0) for i in range(receivers)))
-
-    def _free_slots(self) -> int:
-        # At most `concurrency` jobs (running or being received) and `concurrency` deletes due.
-        running = self._in_flight + self._receiving
-        return min(self.concurrency - running, self.concurrency - self._pending_deletes)
-
-    async def _receiver(self, *, first: bool) -> None:
-        failures = 0
-        while not self._stop_event.is_set():
-            free = self._free_slots()
-            if free <= 0 or not (first or self._in_flight):
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            count = min(free, self.batch_size)
-            # While jobs run, poll briefly so freed slots are refilled promptly; idle, poll long.
-            wait = self.wait_time if not self._in_flight else min(self.wait_time, 1)
-            self._receiving += count
-            try:
-                messages = await self._sqs(self.consumer.receive, count, wait)
-                failures = 0
-            except SQS_ERRORS as exc:
-                failures += 1
-                delay = CONNECTION_BACKOFF.delay(failures)
-                logger.warning(
-                    "receive_message failed; retrying in %.1fs",
-                    delay,
-                    extra={"error": type(exc).__name__},
-                )
-                await self._pause(delay)
-                continue
-            finally:
-                self._receiving -= count
-            if self._stop_event.is_set():
-                await self._sqs(self.consumer.give_back, [m["ReceiptHandle"] for m in messages])
-                break
-            if not messages:
-                if (
-                    self.burst
-                    and not self._in_flight
-                    and time.monotonic() > self._deferred_until
-                    and await self._sqs(self.consumer.is_empty)
-                ):
-                    logger.info("Queue is empty; exiting (--burst).")
-                    break
-                continue
-            now = time.monotonic()
-            for message in messages:
-                self._in_flight += 1
-                self._tracked[message["MessageId"]] = [message["ReceiptHandle"], now]
-                job = asyncio.create_task(self._run_one(message))
-                self._jobs.add(job)
-                job.add_done_callback(self._jobs.discard)
-            metrics.JOBS_IN_FLIGHT.set(self._in_flight)
-            self._slot_freed.set()  # the other receivers: jobs run now, slots changed
 
     async def _run_one(self, message: MessageTypeDef) -> None:
         message_id, handle = message["MessageId"], message["ReceiptHandle"]

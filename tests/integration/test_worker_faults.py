@@ -351,7 +351,7 @@ def test_redis_down_while_the_worker_stores_the_answer(user, api, queues, fake_l
     assert "Redis cache unavailable" in worker.output
 
 
-def test_concurrency_8_runs_40_one_second_jobs_in_parallel_holding_at_most_8_messages(
+def test_concurrency_8_runs_40_one_second_jobs_in_parallel_holding_at_most_16_messages(
     user, queues, fake_llm, worker_process
 ):
     fake_llm.configure(latency=1.0)
@@ -373,6 +373,8 @@ def test_concurrency_8_runs_40_one_second_jobs_in_parallel_holding_at_most_8_mes
     assert busy < 12, f"40 one-second jobs on 8 slots took {busy:.1f}s"
     assert elapsed < 35, f"the whole run, worker start-up included, took {elapsed:.1f}s"
     assert fake_llm.max_in_flight == 8  # all slots were used, and never more
-    # SQS's own count of messages received and not yet deleted: never above the slot count.
-    assert 0 < sampler.most("in_flight") <= 8
+    # SQS's own count of messages received and not yet deleted: the 8 running, and at most 8
+    # acknowledged ones whose batched delete is on its way (a slot is free once the job's
+    # outcome is stored).
+    assert 0 < sampler.most("in_flight") <= 16
     assert queues.depth() == EMPTY
