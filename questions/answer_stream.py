@@ -6,7 +6,9 @@ live view, never the job, and not a timeout per chunk. The stash has its own bre
 failing live stream (an entry Redis refuses, say) never stops paid answers from being stashed.
 
 - `LiveAnswer` appends the answer to the job's stream (questions.live.streams) as it grows, pieces
-  coalesced to one entry per `FLUSH_SECONDS` at most, and the final status after the row is stored.
+  coalesced to one entry per `FLUSH_SECONDS` at most, and the final status after the row is stored,
+  with the job's cache entry when one is given (`questions.cache.CacheWrite`, under the cache's
+  own breaker) in the same pipeline: one round trip to end a job.
   Each attempt starts with a `reset` entry, so that watchers drop an earlier attempt's partial
   text; `end` is written only for a final status (a watcher stops reading at `end`).
 - The stash keeps a completion the provider was paid for until the row holds it, so a job whose
@@ -28,6 +30,7 @@ from typing import Any
 from django.conf import settings
 
 from questions.breaker import Breaker
+from questions.cache import CacheWrite, cache_write_done
 from questions.live.streams import FINAL_STATUSES, Kind, async_redis, stream_append, stream_key
 from questions.llm.client import Completion
 from questions.llm.text import without_lone_surrogates
@@ -110,33 +113,55 @@ class LiveAnswer:
         finally:
             self._flushing = None
 
-    async def finish(self, status: str, *, drop_stash: bool = False) -> None:
-        """The rest of the text and the final status, and the stash dropped, in one round trip.
-        Only for a final status: a watcher stops reading the stream at `end`."""
+    async def finish(
+        self, status: str, *, drop_stash: bool = False, cache_write: CacheWrite | None = None
+    ) -> None:
+        """The rest of the text and the final status, the stash dropped and the job's cache
+        entry written (`questions.cache.CacheWrite`, under the cache's breaker), in one round
+        trip. Only for a final status: a watcher stops reading the stream at `end`."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"{status!r} is not a final status; use leave()")
         entries = await self._rest()
         entries.append(("end", status))
-        if not _breaker.available():
+        streaming = _breaker.available()
+        if not streaming and cache_write is None:
             if drop_stash:
                 await stash_drop(self.job_id)
             return
         try:
             async with _gate(), async_redis().pipeline(transaction=False) as pipe:
-                key = stream_key(self.job_id)
-                for kind, value in entries:
-                    pipe.xadd(
-                        key,
-                        {kind: value},
-                        maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES,
-                        approximate=True,
-                    )
-                pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
+                if streaming:
+                    key = stream_key(self.job_id)
+                    for kind, value in entries:
+                        pipe.xadd(
+                            key,
+                            {kind: value},
+                            maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES,
+                            approximate=True,
+                        )
+                    pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
                 if drop_stash:
                     pipe.delete(_stash_key(self.job_id))
-                await pipe.execute()
-        except Exception as exc:
-            _breaker.failed(exc)
+                if cache_write is not None:
+                    cache_write.add_to(pipe)
+                # Each command's error in its place: the stream's and the cache's are told
+                # apart (their breakers are not the same).
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # Redis unreachable: every command failed
+            if streaming:
+                _breaker.failed(exc)
+            if cache_write is not None:
+                cache_write_done(exc)
+            if drop_stash:
+                await stash_drop(self.job_id)
+            return
+        if cache_write is not None:
+            outcome = results.pop()
+            cache_write_done(outcome if isinstance(outcome, Exception) else None)
+        failed = next((r for r in results if isinstance(r, Exception)), None)
+        if failed is not None:
+            if streaming:
+                _breaker.failed(failed)
             if drop_stash:
                 await stash_drop(self.job_id)
 

@@ -31,6 +31,7 @@ from questions.answer_stream import LiveAnswer, stash_get_call, stash_put
 from questions.attribution import provider_user_id
 from questions.backoff import CONNECTION_BACKOFF, JOB_BACKOFF
 from questions.fallback import attempts_on_model, fallback_level, may_fall_back
+from questions.job_cache import job_cache_write
 from questions.ledger import call_usage, llm_call_record
 from questions.llm import ratelimit
 from questions.llm.client import Completion, LLMClient, Progress, get_llm_client
@@ -40,14 +41,15 @@ from questions.pricing import call_tokens_bound
 from questions.runtime import JobRuntime, JobStopped, JobWatch, WorkerStopping
 from questions.services import (
     Claim,
+    PaidAnswer,
     question_claim_renew,
     question_close_cancelled,
     question_fail,
     question_fall_back,
     question_release_for_retry,
     question_store_cancelled,
-    question_succeed,
     questions_claim,
+    questions_succeed,
 )
 from questions.sqs.exceptions import DeadLetter, RetryLater
 
@@ -332,13 +334,16 @@ async def _store(
     completion: Completion,
     call_id: uuid.UUID,
 ) -> str:
-    """Store a paid answer: retried with backoff on a fresh connection; an answer PostgreSQL
-    cannot take fails the job (paid once) instead of being asked for again."""
+    """Store a paid answer, coalesced with the answers of other jobs finishing within a few
+    milliseconds (`questions_succeed`): retried with backoff on a fresh connection; an answer
+    PostgreSQL cannot take fails the job (paid once) instead of being asked for again."""
+    paid = PaidAnswer(question=question, completion=completion, call_id=call_id)
     for attempt in range(1, STORE_TRIES + 1):
         try:
-            stored = await runtime.run_db(
-                question_succeed, question=question, completion=completion, call_id=call_id
-            )
+            outcome = await _succeeder(runtime)(paid)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            stored = outcome
             break
         except DataError:
             logger.exception("the answer could not be stored")
@@ -365,21 +370,21 @@ async def _store(
             delay = CONNECTION_BACKOFF.delay(attempt)
             logger.warning("could not store the answer; trying again", extra={"delay": delay})
             await asyncio.sleep(delay)
-    status = Status.SUCCEEDED
-    if not stored:
-        # Cancelled meanwhile (the answer came in before the cut): keep it on the cancelled row.
-        cancelled = await runtime.run_db(
-            question_store_cancelled, question=question, completion=completion, call_id=call_id
-        )
-        if not cancelled:
-            # Lost the claim: the paid answer stays stashed (with its ledger row's id) for the
-            # claim that finishes the job, which writes the row.
-            return await _lost(question, live)
-        status = Status.CANCELLED
-    await live.finish(status, drop_stash=True)
-    if status == Status.SUCCEEDED:
+    if stored:
+        # Written once the row is committed, with the stream's end: one round trip to Redis.
+        await live.finish(Status.SUCCEEDED, drop_stash=True, cache_write=job_cache_write(question))
         logger.info("job succeeded", extra={"attempt": question.attempts})
-    return status
+        return Status.SUCCEEDED
+    # Cancelled meanwhile (the answer came in before the cut): keep it on the cancelled row.
+    cancelled = await runtime.run_db(
+        question_store_cancelled, question=question, completion=completion, call_id=call_id
+    )
+    if not cancelled:
+        # Lost the claim: the paid answer stays stashed (with its ledger row's id) for the
+        # claim that finishes the job, which writes the row.
+        return await _lost(question, live)
+    await live.finish(Status.CANCELLED, drop_stash=True)
+    return Status.CANCELLED
 
 
 async def _fail(
@@ -413,6 +418,43 @@ def _claimer(runtime: JobRuntime, lease: float) -> Callable[[uuid.UUID], Awaitab
 
         claimer = _claimers[loop] = runtime.batcher(claim_batch)
     return claimer
+
+
+# What a coalesced store gives each answer: whether it is stored, or the error of its own store.
+StoreOutcome = bool | BaseException
+_succeeders: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, Callable[[PaidAnswer], Awaitable[StoreOutcome]]
+] = weakref.WeakKeyDictionary()
+
+
+def _succeeder(runtime: JobRuntime) -> Callable[[PaidAnswer], Awaitable[StoreOutcome]]:
+    """Jobs whose calls end together are stored together: one transaction, one statement.
+
+    A batch that fails for want of a connection fails every store in it (each retries). One that
+    PostgreSQL refuses for a value (`DataError`) is stored again answer by answer, so that one
+    bad answer fails its own job only."""
+    loop = asyncio.get_running_loop()
+    succeeder = _succeeders.get(loop)
+    if succeeder is None:
+
+        async def succeed_batch(items: Sequence[PaidAnswer]) -> dict[PaidAnswer, StoreOutcome]:
+            try:
+                stored = await runtime.run_db(questions_succeed, items=items)
+            except DataError:
+                if len(items) == 1:
+                    raise
+                alone = await asyncio.gather(
+                    *(runtime.run_db(questions_succeed, items=[item]) for item in items),
+                    return_exceptions=True,
+                )
+                return {
+                    item: outcome if isinstance(outcome, BaseException) else outcome[0]
+                    for item, outcome in zip(items, alone, strict=True)
+                }
+            return dict(zip(items, stored, strict=True))
+
+        succeeder = _succeeders[loop] = runtime.batcher(succeed_batch)
+    return succeeder
 
 
 def _not_claimed(claim: Claim, job_id: str) -> str:

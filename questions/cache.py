@@ -18,7 +18,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.core.cache import cache
@@ -78,6 +79,47 @@ def job_cache_get(question_id: uuid.UUID) -> dict[str, object] | None:
 def job_cache_set(question_id: uuid.UUID, data: dict[str, object]) -> None:
     """Cache a finished job's columns (JSON-ready: `questions.job_cache.job_to_json`)."""
     _guarded("set", cache.set, _job_key(question_id), data, timeout=settings.QUESTIONS_CACHE_TTL)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheWrite:
+    """A job's cache entry for another client's Redis pipeline (the worker's, which ends the
+    job's stream in the same round trip): the key, value and TTL exactly as `job_cache_set`
+    writes them through django-redis. Report how it went with `cache_write_done`."""
+
+    key: str
+    value: bytes | int
+    ttl_ms: int
+
+    def add_to(self, pipe: Any) -> None:
+        # As django-redis's `set`: a TTL of zero or less deletes the key.
+        if self.ttl_ms > 0:
+            pipe.set(self.key, self.value, px=self.ttl_ms)
+        else:
+            pipe.delete(self.key)
+
+
+def job_cache_write(question_id: uuid.UUID, data: dict[str, object]) -> CacheWrite | None:
+    """`job_cache_set`, to be sent in a pipeline; None (counted) while the breaker is open."""
+    if not _breaker.available():
+        CACHE_FALLBACKS.labels(operation="set").inc()
+        return None
+    # django-redis's own key function and encoding (serializer, compressor) for this entry.
+    client = cast(Any, cache).client
+    return CacheWrite(
+        key=str(cache.make_key(_job_key(question_id))),
+        value=client.encode(data),
+        ttl_ms=int(settings.QUESTIONS_CACHE_TTL * 1000),
+    )
+
+
+def cache_write_done(error: BaseException | None) -> None:
+    """How a `CacheWrite` went: its failure counts and trips the breaker as `_guarded`'s."""
+    if error is None:
+        _breaker.succeeded()
+        return
+    CACHE_FALLBACKS.labels(operation="set").inc()
+    _breaker.failed(error)
 
 
 def job_cache_delete(question_id: uuid.UUID) -> None:

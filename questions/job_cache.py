@@ -49,3 +49,8 @@ def job_cache_get(question_id: uuid.UUID) -> Question | None:
 
 def job_cache_set(question: Question) -> None:
     cache.job_cache_set(question.pk, job_to_json(question))
+
+
+def job_cache_write(question: Question) -> cache.CacheWrite | None:
+    """`job_cache_set` for a Redis pipeline (`questions.cache.CacheWrite`)."""
+    return cache.job_cache_write(question.pk, job_to_json(question))

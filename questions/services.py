@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -14,8 +16,8 @@ from django.conf import settings
 from django.contrib.postgres.functions import TransactionNow
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import F, Q
-from django.db.models.functions import Now
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 from opentelemetry import trace
 
@@ -24,13 +26,13 @@ from questions.attribution import queue_group_id
 from questions.cache import job_cache_delete
 from questions.job_cache import job_cache_set
 from questions.jobqueue import ANSWER_QUESTION, task_get
-from questions.ledger import llm_call_record
+from questions.ledger import llm_call_record, llm_call_recorded, llm_call_row
 from questions.limits import ask_limits_check, lock_owner, rate_slot_take
 from questions.live.streams import stream_append_sync
 from questions.llm.client import Completion
 from questions.llm.text import storable_text
 from questions.models import LLMCall, Question
-from questions.webhooks.services import webhook_events_record
+from questions.webhooks.services import webhook_events_record, webhook_events_record_many
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -361,29 +363,200 @@ def clean_completion(completion: Completion) -> Completion:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PaidAnswer:
+    """An answer the provider was paid for, to store: the job as its worker claimed it (its
+    `attempts` fences the store), the completion, and the id of the call's ledger row. Equal
+    and hashed by `call_id` alone: one store of a call at a time."""
+
+    question: Question = field(compare=False)
+    completion: Completion = field(compare=False)
+    call_id: uuid.UUID
+
+
 def question_succeed(*, question: Question, completion: Completion, call_id: uuid.UUID) -> bool:
-    """Store the answer if the claim still holds, and the call in the ledger (questions.ledger)
-    either way, in one transaction: the call was paid, whoever stores its answer."""
-    completion = clean_completion(completion)
+    """`questions_succeed` for one answer, and the job cache written once it commits (the
+    worker writes the cache itself, in the Redis pipeline that ends the job's stream)."""
+    stored = questions_succeed(
+        items=[PaidAnswer(question=question, completion=completion, call_id=call_id)]
+    )[0]
+    if stored:
+        transaction.on_commit(partial(job_cache_set, question))
+    return stored
+
+
+def questions_succeed(*, items: Sequence[PaidAnswer]) -> list[bool]:
+    """Store answers, each if its worker still holds the claim (fenced on the running status and
+    its attempt), and every call in the ledger (questions.ledger) either way, in one transaction:
+    a call was paid, whoever stores its answer. Returns, per item, whether its answer is stored.
+
+    On PostgreSQL one statement inserts the ledger rows (a row already written, an answer
+    stored again from the stash, is not costed twice) and stores the answers with the new rows'
+    cost; a second UPDATE adds the cost of the rare answers whose claim was lost; one SELECT
+    finds the owners' webhook endpoints. On SQLite (`make run`) each answer is written in turn
+    with ORM statements, in the same one transaction. Stored answers are mirrored on their
+    Question (as the row holds them). The job cache is not written: the caller writes it once
+    this commits (a succeeded job is final, so nothing can make the cached row stale)."""
+    if len({item.call_id for item in items}) != len(items):
+        raise ValueError("each call's answer may be stored once per batch")
+    completions = [clean_completion(item.completion) for item in items]
+    now = timezone.now()
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            stored = _succeed_postgresql(items, completions, now)
+        else:
+            stored = _succeed_each(items, completions, now)
+        for item, completion in zip(items, completions, strict=True):
+            if item.call_id in stored:
+                # The row now holds exactly these values: mirror them instead of reading it back.
+                for name, value in _succeeded_fields(completion, now).items():
+                    setattr(item.question, name, value)
+        webhook_events_record_many(
+            questions=[item.question for item in items if item.call_id in stored]
+        )
+    for item in items:
+        question = item.question
+        if item.call_id not in stored:
+            logger.warning(
+                "lost the claim on a job; result discarded", extra={"job_id": str(question.pk)}
+            )
+            continue
+        metrics.JOBS_FINISHED.labels(outcome=Status.SUCCEEDED).inc()
+        if question.started_at is not None:
+            metrics.JOB_DURATION.labels(outcome=Status.SUCCEEDED).observe(
+                (now - question.started_at).total_seconds()
+            )
+        if question.fallback_level:
+            metrics.ANSWERS_BY_FALLBACK.inc()
+    return [item.call_id in stored for item in items]
+
+
+def _succeeded_fields(completion: Completion, now: datetime) -> dict[str, object]:
+    return {
+        "status": Status.SUCCEEDED,
+        "finished_at": now,
+        "claim_expires_at": None,
+        "answer": completion.text,
+        "model": completion.model,
+        "error": "",
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+    }
+
+
+def _succeed_each(
+    items: Sequence[PaidAnswer], completions: Sequence[Completion], now: datetime
+) -> set[uuid.UUID]:
+    """`questions_succeed`'s writes one answer at a time (SQLite): the call ids whose answer
+    is stored."""
+    stored: set[uuid.UUID] = set()
+    for item, completion in zip(items, completions, strict=True):
+        question = item.question
         llm_call_record(
-            call_id=call_id,
+            call_id=item.call_id,
             question=question,
             completion=completion,
             outcome=LLMCall.Outcome.SUCCEEDED,
         )
-        stored = _finish(
-            question,
-            Status.SUCCEEDED,
-            answer=completion.text,
-            model=completion.model,
-            error="",
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-        )
-    if stored and question.fallback_level:
-        metrics.ANSWERS_BY_FALLBACK.inc()
+        if Question.objects.filter(
+            pk=question.pk, status=Status.RUNNING, attempts=question.attempts
+        ).update(**_succeeded_fields(completion, now)):
+            stored.add(item.call_id)
     return stored
+
+
+def _succeed_postgresql(
+    items: Sequence[PaidAnswer], completions: Sequence[Completion], now: datetime
+) -> set[uuid.UUID]:
+    """`questions_succeed`'s writes in one statement (and one more for the cost of answers whose
+    claim was lost): the call ids whose answer is stored."""
+    rows = [
+        llm_call_row(
+            call_id=item.call_id,
+            question=item.question,
+            completion=completion,
+            outcome=LLMCall.Outcome.SUCCEEDED,
+        )
+        for item, completion in zip(items, completions, strict=True)
+    ]
+    values: list[Any] = []
+    for item, completion, row in zip(items, completions, rows, strict=True):
+        values += [
+            item.call_id,
+            item.question.pk,
+            item.question.attempts,
+            completion.text,
+            completion.model,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            row.user_id,
+            row.fallback_level,
+            row.model,
+            row.cost,
+        ]
+    value_rows = ", ".join([_SUCCEED_VALUES_ROW] * len(items))
+    sql = _SUCCEED_SQL.format(
+        values=value_rows, ledger=LLMCall._meta.db_table, questions=Question._meta.db_table
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [*values, LLMCall.Outcome.SUCCEEDED, now, Status.SUCCEEDED, now, Status.RUNNING],
+        )
+        results = cursor.fetchall()
+    recorded = {call_id for call_id, is_new, _ in results if is_new}
+    stored = {call_id for call_id, _, is_stored in results if is_stored}
+    # A lost claim's call was paid all the same: its cost goes on the job (rare; the same job
+    # may come twice, from two attempts).
+    lost_cost: dict[uuid.UUID, Decimal] = defaultdict(Decimal)
+    for item, row in zip(items, rows, strict=True):
+        if item.call_id in recorded and item.call_id not in stored:
+            lost_cost[item.question.pk] += row.cost
+    for question_id, cost in lost_cost.items():
+        Question.objects.filter(pk=question_id).update(
+            cost=Coalesce(F("cost"), Value(Decimal(0))) + cost
+        )
+    for item, row in zip(items, rows, strict=True):
+        if item.call_id in recorded:
+            llm_call_recorded(question=item.question, row=row)
+    return stored
+
+
+# One answer of `_SUCCEED_SQL`, typed (the VALUES list takes its column types from them).
+_SUCCEED_VALUES_ROW = (
+    "(%s::uuid, %s::uuid, %s::integer, %s::text, %s::varchar, %s::integer, %s::integer,"
+    " %s::bigint, %s::smallint, %s::varchar, %s::numeric)"
+)
+# The ledger rows inserted (a row already there is left alone: its call was costed), then the
+# answers stored where the claim holds, with the cost of the rows just inserted; returns per
+# call whether its row is new and whether its answer is stored.
+_SUCCEED_SQL = """
+WITH v (call_id, question_id, attempts, answer, model, prompt_tokens, completion_tokens,
+        user_id, fallback_level, call_model, cost) AS (VALUES {values}),
+recorded AS (
+    INSERT INTO {ledger} AS l (id, question_id, user_id, model, fallback_level, attempt,
+        outcome, prompt_tokens, completion_tokens, cost, created_at)
+    SELECT v.call_id, v.question_id, v.user_id, v.call_model, v.fallback_level, v.attempts,
+        %s, v.prompt_tokens, v.completion_tokens, v.cost, %s
+    FROM v
+    ON CONFLICT (id) DO NOTHING
+    RETURNING l.id
+),
+stored AS (
+    UPDATE {questions} AS q
+    SET status = %s, finished_at = %s, claim_expires_at = NULL, error = '',
+        answer = v.answer, model = v.model, prompt_tokens = v.prompt_tokens,
+        completion_tokens = v.completion_tokens,
+        cost = CASE WHEN recorded.id IS NULL THEN q.cost ELSE COALESCE(q.cost, 0) + v.cost END
+    FROM v LEFT JOIN recorded ON recorded.id = v.call_id
+    WHERE q.id = v.question_id AND q.status = %s AND q.attempts = v.attempts
+    RETURNING v.call_id
+)
+SELECT v.call_id, recorded.id IS NOT NULL, stored.call_id IS NOT NULL
+FROM v
+LEFT JOIN recorded ON recorded.id = v.call_id
+LEFT JOIN stored ON stored.call_id = v.call_id
+"""
 
 
 def question_fail(*, question: Question, error: str, model: str = "") -> bool:

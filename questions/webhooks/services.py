@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
@@ -168,27 +170,37 @@ def _endpoint_disable(endpoint: WebhookEndpoint, reason: str) -> None:
 
 
 def webhook_events_record(*, question: Question) -> list[WebhookDelivery]:
-    """A job has just reached a final state: one delivery per active endpoint of its owner that
-    wants this event, sent to the webhook queue once the current transaction commits. Never
-    raises: a job's end must not fail for its webhooks (an error is logged)."""
-    event = EVENT_OF_STATUS.get(question.status)
-    if event is None:
+    """`webhook_events_record_many` for one job."""
+    return webhook_events_record_many(questions=[question])
+
+
+def webhook_events_record_many(*, questions: Sequence[Question]) -> list[WebhookDelivery]:
+    """Jobs have just reached a final state: one delivery per active endpoint of each job's
+    owner that wants its event, sent to the webhook queue once the current transaction commits
+    (one SELECT of the owners' endpoints, one INSERT of the deliveries). Never raises: a job's
+    end must not fail for its webhooks (an error is logged)."""
+    events = {question.pk: EVENT_OF_STATUS.get(question.status) for question in questions}
+    questions = [question for question in questions if events[question.pk] is not None]
+    if not questions:
         return []
     try:
-        endpoints = [
-            endpoint
-            for endpoint in WebhookEndpoint.objects.filter(
-                owner_id=question.owner_id, is_active=True
-            )
-            if event in endpoint.events
-        ]
+        endpoints: dict[int, list[WebhookEndpoint]] = defaultdict(list)
+        for endpoint in WebhookEndpoint.objects.filter(
+            owner_id__in={question.owner_id for question in questions}, is_active=True
+        ):
+            endpoints[endpoint.owner_id].append(endpoint)
         if not endpoints:
             return []
         now = timezone.now()
-        payload = event_payload(event=event, question=question, at=now)
         retry_until = now + timedelta(seconds=settings.QUESTIONS_WEBHOOK_RETRY_WINDOW)
-        with transaction.atomic():
-            deliveries = WebhookDelivery.objects.bulk_create(
+        wanted: list[WebhookDelivery] = []
+        for question in questions:
+            event = events[question.pk]
+            chosen = [e for e in endpoints.get(question.owner_id, []) if event in e.events]
+            if not chosen or event is None:
+                continue
+            payload = event_payload(event=event, question=question, at=now)
+            wanted.extend(
                 WebhookDelivery(
                     endpoint=endpoint,
                     question_id=question.pk,
@@ -197,15 +209,20 @@ def webhook_events_record(*, question: Question) -> list[WebhookDelivery]:
                     created_at=now,
                     retry_until=retry_until,
                 )
-                for endpoint in endpoints
+                for endpoint in chosen
             )
+        if not wanted:
+            return []
+        with transaction.atomic():
+            deliveries = WebhookDelivery.objects.bulk_create(wanted)
             for delivery in deliveries:
                 transaction.on_commit(partial(webhook_delivery_enqueue, delivery_id=delivery.pk))
     except DatabaseError as exc:
-        logger.warning(
-            "could not record the job's webhook events",
-            extra={"job_id": str(question.pk), "error": type(exc).__name__},
-        )
+        for question in questions:
+            logger.warning(
+                "could not record the job's webhook events",
+                extra={"job_id": str(question.pk), "error": type(exc).__name__},
+            )
         return []
     return deliveries
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import timedelta
 from functools import partial
 
@@ -12,11 +14,13 @@ from django.utils import timezone
 
 from questions.answer_stream import LiveAnswer, reset_breakers, stash_get, stash_put
 from questions.answering import question_answer
+from questions.job_cache import job_cache_get, job_to_json
 from questions.live.streams import stream_key
 from questions.llm.client import Completion
 from questions.models import Question
 from questions.sqs.exceptions import DeadLetter, RetryLater
-from questions.worker.runtime import WORKER_RUNTIME
+from questions.worker.coalesce import Coalescer
+from questions.worker.runtime import WORKER_RUNTIME, WorkerRuntime
 from tests.factories import QuestionFactory, reloaded
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -130,3 +134,85 @@ def test_a_failing_live_stream_does_not_stop_paid_answers_from_being_stashed(use
         assert async_to_sync(run)() == paid
     finally:
         reset_breakers()
+
+
+class BatchOf(WorkerRuntime):
+    """The worker's runtime, its coalescers sending a batch once `size` calls wait (or after a
+    second): jobs started together then surely store together."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def batcher[K: Hashable, V](
+        self, batch: Callable[[Sequence[K]], Awaitable[dict[K, V]]]
+    ) -> Callable[[K], Awaitable[V]]:
+        return Coalescer(batch, window=1.0, max_size=self.size)
+
+
+def stashed_job(owner: object, completion: Completion) -> Question:
+    """A job whose worker was paid for `completion` and died before storing it."""
+    question = QuestionFactory(
+        owner=owner,
+        status=Question.Status.RUNNING,
+        attempts=1,
+        claim_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    async_to_sync(stash_put)(question.pk, 1, completion)
+    return question
+
+
+def test_answers_stored_in_one_batch_fail_only_the_job_whose_answer_postgresql_refuses(
+    user, fake_llm
+):
+    paid = Completion(text="Paid.", model="gpt-4o-mini", prompt_tokens=5, completion_tokens=3)
+    good = [stashed_job(user, paid) for _ in range(3)]
+    # More tokens than the column holds: PostgreSQL refuses the batch (a DataError).
+    bad = stashed_job(user, Completion("Paid.", "gpt-4o-mini", 5, 3_000_000_000))
+    jobs = [*good, bad]
+    runtime = BatchOf(len(jobs))
+
+    async def run() -> list[str]:
+        return await asyncio.gather(
+            *(question_answer(job_id=str(job.pk), max_attempts=3, runtime=runtime) for job in jobs)
+        )
+
+    assert async_to_sync(run)() == ["succeeded"] * 3 + ["failed"]
+
+    for job in good:
+        row = reloaded(job)
+        assert (row.status, row.answer, row.attempts, row.cost > 0) == (
+            "succeeded",
+            "Paid.",
+            2,
+            True,
+        )
+        # The cache holds the committed row, written with the end of the job's stream.
+        cached = job_cache_get(job.pk)
+        assert cached is not None and job_to_json(cached) == job_to_json(row)
+        assert async_to_sync(stash_get)(job.pk) is None
+    row = reloaded(bad)
+    assert (row.status, row.answer) == ("failed", "")
+    assert "could not be stored" in row.error
+    assert fake_llm.calls == 0
+
+
+def test_the_job_cache_is_written_even_when_the_live_stream_refuses_the_end(
+    user, fake_llm, settings
+):
+    fake_llm.configure(answer="Cached all the same.")
+    question = QuestionFactory(owner=user)
+    # Every XADD to the job's stream fails (WRONGTYPE): the stream's breaker opens, the
+    # cache's (another breaker, the same pipeline) does not.
+    redis.Redis.from_url(settings.CACHES["default"]["LOCATION"]).set(
+        stream_key(question.pk), "not a stream"
+    )
+
+    try:
+        assert answer(job_id=str(question.pk), max_attempts=3) == "succeeded"
+    finally:
+        reset_breakers()
+
+    cached = job_cache_get(question.pk)
+    assert cached is not None
+    assert (cached.status, cached.answer) == ("succeeded", "Cached all the same.")
+    assert job_to_json(cached) == job_to_json(reloaded(question))
