@@ -25,7 +25,7 @@ from bench.rig import BENCH, ROOT, Rig, prepare_database, setup_django
 from bench.run import log, machine
 
 # (L, C, N, processes): the cells of issue 17's goals.
-DEFAULT_CELLS = "0.5:32:256:1,5:256:512:1,5:512:1024:1,5:512:1024:2"
+DEFAULT_CELLS = "0.5:32:256:1,5:256:512:1,5:512:1024:1,5:512:2048:2"
 
 
 def extract(commit: str, into: Path) -> Path:
