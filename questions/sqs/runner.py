@@ -27,12 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import uvloop
-
 from questions.backoff import CONNECTION_BACKOFF
 from questions.sqs.consumer import SQS_ERRORS, Consumer
 from questions.sqs.executor import Outcome
-from questions.sqs.intake import MAX_RECEIVERS, Intake
+from questions.sqs.intake import Intake
 from questions.sqs.liveness import AliveFile
 from questions.sqs.upkeep import Upkeep
 
@@ -73,10 +71,9 @@ class Runner(Intake, Upkeep):
         self._stopped_at: float | None = None  # monotonic time of the first stop()
         self._loop: asyncio.AbstractEventLoop | None = None
         # The receivers, plus the deletes, the heartbeat and the settling of retries.
-        self._sqs_pool = ThreadPoolExecutor(max_workers=MAX_RECEIVERS + 4, thread_name_prefix="sqs")
+        self._sqs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqs")
         self._in_flight = 0
         self._pending_deletes = 0  # acknowledged, their delete not yet sent
-        self._receiving = 0  # slots asked for by the receives under way
         self._tracked: dict[str, list[Any]] = {}  # message id → [receipt handle, extended at]
         self._jobs: set[asyncio.Task[None]] = set()
         self._abandoned = False
@@ -96,8 +93,7 @@ class Runner(Intake, Upkeep):
     def run(self) -> bool:
         """Consume until stopped (or, with burst, until the queue is empty); False if jobs were
         still running at the end of the grace period (they are left running on the loop)."""
-        # uvloop (libuv): less CPU per socket read and write than asyncio's own loop.
-        loop = uvloop.new_event_loop()
+        loop = asyncio.new_event_loop()
         finished = threading.Event()
         outcome: list[bool] = []
 
