@@ -27,9 +27,14 @@ BENCH_NODE := bench/node_modules/.package-lock.json
 $(BENCH_NODE): bench/package.json bench/package-lock.json
 	cd bench && npm ci --no-audit --no-fund --loglevel=error
 
+# In parallel (pytest-xdist): PYTEST_WORKERS processes, each with its own test database, cache
+# prefix, SQS server and fake LLM. Tests marked xdist_group run in one worker (they share a
+# module's servers or the browser); the ones marked slow are handed out first (tests/conftest.py).
+# PYTEST_WORKERS=0 runs them all in one process.
+PYTEST_WORKERS ?= 3
 test: venv $(BENCH_NODE)
 	scripts/ensure-system.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

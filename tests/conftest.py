@@ -36,6 +36,20 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-django has put the database tests in its order
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `slow(seconds)` first, longest first; the rest keep their order. A
+    parallel run (`make test`: pytest-xdist) hands out tests in this order, so its workers start
+    on the long ones and share out the short ones, rather than one worker finishing the chaos
+    soak alone at the end."""
+
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("slow")
+        return float(mark.args[0]) if mark is not None else 0.0
+
+    items.sort(key=lambda item: -seconds(item))  # stable: ties keep their order
+
+
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:
     """A moto SQS server for the whole session (or the one AWS_ENDPOINT_URL_SQS names)."""

@@ -4,6 +4,7 @@ subprocesses, the JSON error shape."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import http.client
 import os
 import re
@@ -88,14 +89,33 @@ def production_env(**overrides: str) -> dict[str, str]:
 GUNICORN = [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn.conf.py"]
 
 
+# Which test run last collected the static files into STATIC_ROOT (under an exclusive lock).
+COLLECTSTATIC_STAMP = ROOT / "test-artifacts" / ".collectstatic"
+
+
 def collectstatic(env: dict[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        timeout=120,
-    )
+    """`manage.py collectstatic` (production settings: hashed names, the manifest) into the one
+    STATIC_ROOT of this checkout, once per test run. The processes of a parallel run (xdist)
+    share STATIC_ROOT: a second collectstatic rewrites the manifest and the stylesheets while
+    another test's gunicorn or nginx serves them, so the first caller collects, under a lock,
+    and the others wait for it and then use what it wrote."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid-{os.getpid()}"
+    COLLECTSTATIC_STAMP.parent.mkdir(parents=True, exist_ok=True)
+    with COLLECTSTATIC_STAMP.open("a+") as stamp:
+        fcntl.flock(stamp, fcntl.LOCK_EX)  # released when the file is closed
+        stamp.seek(0)
+        if stamp.read() == run and (ROOT / "staticfiles" / "staticfiles.json").exists():
+            return
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+        stamp.seek(0)
+        stamp.truncate()
+        stamp.write(run)
 
 
 def answers_health(base_url: str, *, timeout: float = 5.0) -> Callable[[], bool]:

@@ -126,7 +126,9 @@ CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "questions",
+        # Every key the service keeps in Redis starts with it: two deployments (or test runs)
+        # sharing one Redis database need different ones.
+        "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", default="questions"),
         "OPTIONS": {
             "SOCKET_CONNECT_TIMEOUT": 0.5,
             "SOCKET_TIMEOUT": 0.5,

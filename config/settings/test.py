@@ -30,7 +30,8 @@ DATABASES["default"]["TEST"] = {
     )
 }
 CACHES["default"]["LOCATION"] = env_str("REDIS_URL", default="redis://127.0.0.1:6379/15")
-# Worker subprocesses started by a test inherit the prefix, so they share its cache keys.
+# Subprocesses started by a test (test or production settings) inherit the prefix, so they share
+# its cache keys, and no other test process (pytest-xdist's, another run's) shares them.
 CACHES["default"]["KEY_PREFIX"] = env_str("CACHE_KEY_PREFIX", default=f"test-{os.getpid()}")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Generous limits on asking, unless a test (or the environment of a subprocess) sets its own.

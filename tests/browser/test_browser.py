@@ -16,7 +16,12 @@ from tests.browser.conftest import PHONE, log_in, overflows_horizontally, unlabe
 from tests.factories import PASSWORD, QuestionFactory, UserFactory, reloaded
 from tests.support import wait_until
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# One parallel worker runs every browser test: one Chromium (conftest's `browser`).
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),
+    pytest.mark.django_db(transaction=True),
+]
 
 EVIL_QUESTION = "Is <script>window.pwnedByQuestion = 1</script> SQS **durable**?"
 MARKDOWN_ANSWER = (

@@ -13,7 +13,12 @@ from questions.accounts import api_token_create
 from tests.browser.conftest import log_in
 from tests.factories import QuestionFactory, UserFactory
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# One parallel worker runs every browser test: one Chromium (conftest's `browser`).
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),
+    pytest.mark.django_db(transaction=True),
+]
 
 # Reports every violation of this document to the test, before any of the page's own code runs.
 REPORTER = """

@@ -17,7 +17,12 @@ from tests.browser.conftest import log_in
 from tests.factories import PASSWORD, UserFactory
 from tests.support import GUNICORN, collectstatic, free_port, production_env, serving, wait_until
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# One parallel worker runs every browser test: one Chromium (conftest's `browser`).
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),
+    pytest.mark.django_db(transaction=True),
+]
 
 WORDS = [f"word{n:02d}" for n in range(40)]
 STREAMED_ANSWER = "## Streaming\n\n" + " ".join(WORDS)

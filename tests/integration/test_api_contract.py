@@ -133,6 +133,7 @@ def _failure_message(seed: int, result: subprocess.CompletedProcess[str], report
     )
 
 
+@pytest.mark.slow(60)
 def test_the_api_keeps_its_contract(
     queues: Any, user: Any, worker_process: Any, artifacts: Path, capsys: Any
 ) -> None:

@@ -21,6 +21,9 @@ import yaml
 
 from tests.support import ROOT
 
+# One parallel worker runs them all: each overlay is rendered once (`objects`).
+pytestmark = pytest.mark.xdist_group("k8s_manifests")
+
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("local", "aws")
 KUBECTL = str(Path(sys.executable).parent / "kubectl")

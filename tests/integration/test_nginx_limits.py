@@ -29,7 +29,12 @@ from tests.support import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+# One parallel worker runs them all: they share the module's nginx and gunicorn (`stack`).
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.xdist_group("nginx_limits"),
+    pytest.mark.django_db(transaction=True),
+]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import ROOT
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow(200)]
 
 
 def test_the_short_chaos_soak_keeps_every_invariant(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,9 @@ from tests.integration.stack_configs import (
     render_nginx_conf,
     render_prometheus_yml,
 )
-from tests.support import GUNICORN, ROOT, child_env, free_port, wait_until
+from tests.support import GUNICORN, ROOT, child_env, collectstatic, free_port, wait_until
 
-pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True), pytest.mark.slow(30)]
 
 QUESTION = "What does the native stack test prove?"
 
@@ -152,11 +153,10 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
             OTEL_PYTHON_DJANGO_EXCLUDED_URLS="healthz,readyz,metrics",
             LOG_LEVEL="INFO",
         )
-        collectstatic = subprocess.Popen(
-            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-            cwd=ROOT,
-            env={**production, "OTEL_SDK_DISABLED": "true"},
-        )
+        # Collected while the processes start (nginx serves the files only later).
+        collecting = ThreadPoolExecutor(max_workers=1)
+        collected = collecting.submit(collectstatic, {**production, "OTEL_SDK_DISABLED": "true"})
+        collecting.shutdown(wait=False)
         for index, port in enumerate(web_ports, start=1):
             processes.start(
                 f"web{index}",
@@ -283,7 +283,7 @@ def test_a_question_through_nginx_two_replicas_worker_and_prometheus(
         assert any(e["request_id"] == "stack-test-request" for e in access)
 
         # --- nginx keeps /metrics private, limits the body, serves static files itself
-        assert collectstatic.wait(timeout=60) == 0
+        collected.result(timeout=120)  # raises what collectstatic raised
         assert http.get(f"{nginx}/metrics", timeout=5).status_code == 403
         assert http.get(f"{nginx}/metrics/", timeout=5).status_code == 403
         too_big = http.post(

@@ -17,7 +17,7 @@ from questions.models import Question
 from questions.services import questions_enqueue
 from tests.support import wait_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow(25)]
 
 C = 256
 POOL = 4

@@ -9,7 +9,7 @@ from tests.support import ROOT
 _READ = re.compile(
     r"""(?:env_(?:str|optional|bool|int|float|list|networks|decimal|json)|os\.environ\.get|os\.getenv)\(\s*["']([A-Z][A-Z0-9_]+)["']"""
 )
-_TEST_ONLY = {"CACHE_KEY_PREFIX", "TEST_DATABASE_NAME"}
+_TEST_ONLY = {"TEST_DATABASE_NAME"}
 
 
 def variables_read_by(paths: list) -> set[str]:
