@@ -111,7 +111,12 @@ def test_a_running_job_stops_mid_answer_and_keeps_the_partial_answer(
     assert job.completion_tokens is not None
     wait_until(lambda: fake_llm.cut_streams == 1, timeout=5, what="the provider stream closed")
     assert fake_llm.calls == 1
-    assert [f for _, f in _stream_entries(job_id)][-1] == {"end": "cancelled"}
+    # The worker writes the stream's end after the row (the row is what the test waited for).
+    wait_until(
+        lambda: [f for _, f in _stream_entries(job_id)][-1] == {"end": "cancelled"},
+        timeout=5,
+        what="the stream to end with the cancellation",
+    )
 
 
 def test_unknown_or_someone_elses_job_is_404_and_no_auth_is_401(api, other_user, queues):
