@@ -196,6 +196,17 @@ class WorkerProcess:
         self._log.flush()
         return self.log_path.read_text()
 
+    def consuming(self, timeout: float = 60.0) -> WorkerProcess:
+        """Wait until the worker polls its queue (Django loaded), so that a test's deadlines
+        count the job's work, not the start-up (seconds on a loaded machine)."""
+        wait_until(
+            lambda: "consuming" in self.output or self.process.poll() is not None,
+            timeout=timeout,
+            what="the worker to consume its queue",
+        )
+        assert self.process.poll() is None, self.output
+        return self
+
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 

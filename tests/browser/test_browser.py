@@ -39,7 +39,7 @@ def test_a_user_asks_and_watches_the_answer_arrive_without_reloading(
 ):
     fake_llm.configure(latency=2.0, answer=MARKDOWN_ANSWER, prompt_tokens=11, completion_tokens=22)
     user = UserFactory(username="ada")
-    worker_process("--concurrency=2")
+    worker_process("--concurrency=2").consuming()
     page = new_page()
 
     page.goto(f"{live_server.url}/")
@@ -95,7 +95,7 @@ def test_without_javascript_on_a_phone_the_page_still_works(
 ):
     fake_llm.configure(answer="Plain **answer**.")
     UserFactory(username="noscript")
-    worker_process()
+    worker_process().consuming()
     page = new_page(viewport=PHONE, java_script_enabled=False, is_mobile=True, has_touch=True)
 
     log_in(page, live_server.url, "noscript")
@@ -178,7 +178,7 @@ def test_an_admin_retries_a_failed_job_and_it_then_succeeds(
             started_at=now - timedelta(seconds=3 + n),
             finished_at=now - timedelta(seconds=1),
         )
-    worker_process()
+    worker_process().consuming()
     question, _ = question_create(owner=asker, text="Will this work the second time?")
     wait_until(
         lambda: reloaded(question).status == "failed",

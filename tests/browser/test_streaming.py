@@ -46,7 +46,7 @@ def test_the_answer_streams_in_survives_a_reload_and_stop_keeps_the_partial_answ
     # The fake model writes one word every 0.25 s (~10 s in all). Needs the streaming worker.
     fake_llm.configure(answer=STREAMED_ANSWER, stream_interval=0.25, completion_tokens=42)
     UserFactory(username="streamer")
-    worker_process()
+    worker_process().consuming()
     page = new_page()
     log_in(page, live_server.url, "streamer")
     job_url = _ask(page, live_server.url, "Write slowly, please?")
@@ -89,7 +89,7 @@ def test_without_eventsource_the_page_polls_and_gets_the_whole_answer(
 ):
     fake_llm.configure(answer="Polled **answer**.", latency=1.0)
     UserFactory(username="poller")
-    worker_process()
+    worker_process().consuming()
     page = new_page()
     page.add_init_script("delete window.EventSource")
     requested: list[str] = []
@@ -134,7 +134,9 @@ def test_gunicorn_alone_on_production_settings_serves_a_styled_page_and_the_answ
         password=hasher.encode(PASSWORD, hasher.salt(), iterations=1000)
     )
     # The worker on the same settings, so that it shares the web's cache and stream keys.
-    worker_process(env={k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DJANGO_SECRET_KEY")})
+    worker_process(
+        env={k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DJANGO_SECRET_KEY")}
+    ).consuming()
     page = new_page()
     log_in(page, base, "operator")
     _ask(page, base, "Does it work without nginx?")
@@ -163,7 +165,7 @@ def test_a_page_whose_script_does_not_load_refreshes_itself_and_offers_a_link(
 ):
     fake_llm.configure(answer="Arrived anyway.", latency=1.0)
     UserFactory(username="noscriptfile")
-    worker_process()
+    worker_process().consuming()
     page = new_page()
     page.route(re.compile(r".*/static/js/job.*\.js$"), lambda route: route.abort())
     log_in(page, live_server.url, "noscriptfile")
