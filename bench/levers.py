@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cells", default=DEFAULT_CELLS, help="L:C:N:processes,… (C per process)")
     parser.add_argument("--no-celery", action="store_true", help="leave Celery out")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy each worker cell into the run's log folder"
+    )
     args = parser.parse_args(argv)
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import jobs, scenarios
 
         owner, token = jobs.bench_user()
-        ctx = scenarios.Ctx(rig=rig, owner=owner, token=token)
+        ctx = scenarios.Ctx(rig=rig, owner=owner, token=token, profile=args.profile)
         for latency, concurrency, count, processes in parse_cells(args.cells):
             runs: list[tuple[str, str, Path | None]] = [*variants]
             if not args.no_celery and processes == 1:
