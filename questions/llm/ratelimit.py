@@ -11,6 +11,10 @@ process's: requests are spaced at least 60/RPM seconds apart, so no window of W 
 more than ceil(W × RPM / 60) calls; a call of n tokens keeps the next one waiting n × 60/TPM
 seconds, so a minute holds at most TPM tokens plus those of its last call.
 
+A model with no configured limit only honours the pauses: its process asks Redis whether one is
+on at most every PAUSE_CHECK_SECONDS (one question for all the calls starting meanwhile), so a
+pause set by another process is seen within that time, and one set by this process at once.
+
 Settings: OPENAI_RPM, OPENAI_TPM (0: no limit), OPENAI_RATE_LIMITS (per model, JSON). When Redis
 is unreachable, each process limits itself to its share, the rate / OPENAI_RATE_LIMIT_PROCESSES
 (logged once per outage), and tries Redis again every few seconds: never unlimited.
@@ -48,6 +52,8 @@ _REDIS_RETRY_SECONDS = 5.0
 # (REDIS_SOCKET_TIMEOUT): taking a slow reply for an outage would drop to the per-process limit,
 # which knows nothing of the shared pause and spacing, and let a burst through.
 _REDIS_CONNECT_TIMEOUT_SECONDS = 0.5
+# A model with no limit asks Redis for a pause at most this often (see the module docstring).
+PAUSE_CHECK_SECONDS = 0.1
 # Waiters told the same wait would all ask again at the same instant (one of them wins): spread
 # them over a few milliseconds so that a slot does not cost a burst of Redis calls.
 _WAKE_SPREAD_SECONDS = 0.05
@@ -137,6 +143,9 @@ class _LocalModel:
     paused_until: float = 0.0
     factor: float = 1.0
     factor_at: float = 0.0
+    # A model with no limit: when Redis last said there was no pause, and the question under way.
+    unpaused_at: float = -math.inf
+    pause_check: asyncio.Future[float] | None = None
 
 
 @dataclass
@@ -162,7 +171,10 @@ class RateLimiter:
         limits = limits_for(model)
         waited = 0.0
         while True:
-            wait = await self._try(model, max(int(tokens), 0), limits)
+            if limits.unlimited:
+                wait = await self._pause_left(model, limits)
+            else:
+                wait = await self._try(model, max(int(tokens), 0), limits)
             if wait <= 0:
                 LLM_RATE_LIMIT_WAIT.observe(waited)
                 return
@@ -178,13 +190,13 @@ class RateLimiter:
         done = await self._redis(
             lambda client: client.eval(_PENALIZE, 2, *keys, retry_ms, _RECOVERY_PER_MS, MIN_FACTOR)
         )
-        if done is None:
-            local = self._local_state(model)
-            now = time.monotonic()
-            if local.paused_until <= now:
-                local.factor = max(MIN_FACTOR, self._local_factor(local, now) / 2)
-                local.factor_at = now
-            local.paused_until = max(local.paused_until, now + retry_ms / 1000)
+        local = self._local_state(model)
+        now = time.monotonic()
+        if done is None and local.paused_until <= now:
+            local.factor = max(MIN_FACTOR, self._local_factor(local, now) / 2)
+            local.factor_at = now
+        # This process's own calls pause at once, whatever it knew of Redis.
+        local.paused_until = max(local.paused_until, now + retry_ms / 1000)
 
     # --- Redis ------------------------------------------------------------------------------
 
@@ -204,6 +216,28 @@ class RateLimiter:
         local = self._local_state(model)
         local.paused_until = max(local.paused_until, time.monotonic() + wait)
         return wait
+
+    async def _pause_left(self, model: str, limits: Limits) -> float:
+        """A model with no limit: the pause left, from what Redis said less than
+        PAUSE_CHECK_SECONDS ago, else from one question shared by the calls asking meanwhile."""
+        local = self._local_state(model)
+        now = time.monotonic()
+        if local.paused_until > now:
+            return local.paused_until - now
+        if now - local.unpaused_at < PAUSE_CHECK_SECONDS:
+            return 0.0
+        check = local.pause_check
+        if check is None or check.get_loop() is not asyncio.get_running_loop():
+            check = local.pause_check = asyncio.ensure_future(self._try(model, 0, limits))
+            check.add_done_callback(lambda done: self._pause_checked(local, done, now))
+        return await asyncio.shield(check)
+
+    @staticmethod
+    def _pause_checked(local: _LocalModel, check: asyncio.Future[float], asked_at: float) -> None:
+        if local.pause_check is check:
+            local.pause_check = None
+        if not check.cancelled() and check.exception() is None and check.result() <= 0:
+            local.unpaused_at = asked_at
 
     async def _redis(self, call: Callable[[Redis], Awaitable[Any]]) -> Any:
         """`call(client)`, or None when Redis is down (then the caller limits locally)."""

@@ -5,8 +5,11 @@ rate; with Redis unreachable each process keeps to its share (never unlimited)."
 from __future__ import annotations
 
 import asyncio
+import math
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -160,3 +163,76 @@ def test_a_model_with_no_limit_goes_at_once_but_honours_a_429_pause(settings):
     assert free < 5.0  # 50 calls, no waiting (only Redis round trips)
     assert paused >= 0.95
     assert REGISTRY.get_sample_value("questions_llm_rate_limit_penalties_total") == penalties + 1
+
+
+class _Monitor:
+    """Redis MONITOR on a socket of its own: the commands Redis runs that name `needle`."""
+
+    def __init__(self, needle: str) -> None:
+        self.needle = needle.encode()
+        self.lines: list[bytes] = []
+        self._sock = socket.create_connection(("127.0.0.1", 6379), timeout=0.2)
+        self._sock.sendall(b"MONITOR\r\n")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while not self._stop.is_set():
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\r\n")
+            self.lines += [line for line in complete if self.needle in line]
+
+    def evals(self) -> int:
+        return sum(1 for line in self.lines if b'"EVAL"' in line.upper())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+
+def test_a_model_with_no_limit_asks_redis_for_a_pause_once_per_check(settings):
+    """No limit configured: the calls starting together share one question to Redis, and the
+    next comes PAUSE_CHECK_SECONDS later at the earliest (not a round trip per call)."""
+    settings.OPENAI_RPM = settings.OPENAI_TPM = 0
+    model = _model()
+    monitor = _Monitor(model)
+
+    async def run() -> float:
+        start = time.monotonic()
+        await asyncio.gather(*(ratelimit.acquire(model, 100) for _ in range(100)))
+        for _ in range(100):
+            await ratelimit.acquire(model, 100)
+        return time.monotonic() - start
+
+    try:
+        elapsed = asyncio.run(run())
+        # Redis echoes commands to MONITOR after running them: the last one may lag a little.
+        wait_until(lambda: monitor.evals() >= 1, timeout=5)
+    finally:
+        monitor.close()
+    assert 1 <= monitor.evals() <= 1 + math.ceil(elapsed / ratelimit.PAUSE_CHECK_SECONDS)
+
+
+def test_a_pause_set_by_another_process_reaches_a_model_with_no_limit(settings):
+    settings.OPENAI_RPM = settings.OPENAI_TPM = 0
+    model = _model()
+    other_process = ratelimit.RateLimiter()  # its own state and client, as in another process
+
+    async def run() -> float:
+        await ratelimit.acquire(model, 1)  # Redis said: no pause
+        await other_process.penalize(model, 1.0)
+        penalized_at = time.monotonic()
+        await asyncio.sleep(ratelimit.PAUSE_CHECK_SECONDS)  # what this process knew is stale
+        await ratelimit.acquire(model, 1)
+        return time.monotonic() - penalized_at
+
+    assert asyncio.run(run()) >= 0.95
