@@ -13,7 +13,8 @@ failing live stream (an entry Redis refuses, say) never stops paid answers from 
   text; `end` is written only for a final status (a watcher stops reading at `end`).
 - The stash keeps a completion the provider was paid for until the row holds it, so a job whose
   store failed (PostgreSQL gone mid-call) is finished from the stash when it is claimed again,
-  instead of paying for a second call.
+  instead of paying for a second call. `LiveAnswer.settle` writes it with the rest of the text:
+  one round trip between the call's end and the store.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class LiveAnswer:
         self._pending: list[str] = []
         self._flushed_at = 0.0
         self._flushing: asyncio.Future[None] | None = None
+        # A flush due, started on the loop's next turn: a call that ends meanwhile (the last
+        # pieces of a stream often come in one read) sends its text with the stash instead.
+        self._flush_due: asyncio.Handle | None = None
 
     async def start(self, attempt: int) -> None:
         """A new attempt: watchers drop what an earlier one wrote (`reset`), then `running`."""
@@ -97,7 +101,16 @@ class LiveAnswer:
     def add(self, text: str) -> None:
         # Redis (like PostgreSQL) cannot encode a lone surrogate; one would fail the append.
         self._pending.append(without_lone_surrogates(text))
-        if self._flushing is None and time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+        if (
+            self._flushing is None
+            and self._flush_due is None
+            and time.monotonic() - self._flushed_at >= FLUSH_SECONDS
+        ):
+            self._flush_due = asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_due = None
+        if self._pending and self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush())
 
     async def _flush(self) -> None:
@@ -170,7 +183,61 @@ class LiveAnswer:
         no `end` (the job goes on elsewhere), and the stash kept for whoever finishes it."""
         await _append(self.job_id, await self._rest())
 
+    async def settle(
+        self, attempt: int, completion: Completion, *, call_id: uuid.UUID | None = None
+    ) -> None:
+        """The call is over and paid: the rest of its text, and the answer stashed until the row
+        holds it (`stash_put`), in one round trip (each under its own breaker)."""
+        entries = await self._rest()
+        streaming = bool(entries) and _breaker.available()
+        stashing = _stash_breaker.available()
+        if not streaming:
+            self._pending[:0] = [value for _kind, value in entries]  # for finish(), or lost
+            if stashing:
+                await stash_put(self.job_id, attempt, completion, call_id=call_id)
+            return
+        if not stashing:
+            if not await _append(self.job_id, entries):
+                self._pending[:0] = [value for _kind, value in entries]
+            return
+        try:
+            async with _gate(), async_redis().pipeline(transaction=False) as pipe:
+                key = stream_key(self.job_id)
+                for kind, value in entries:
+                    pipe.xadd(
+                        key,
+                        {kind: value},
+                        maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES,
+                        approximate=True,
+                    )
+                pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
+                pipe.set(
+                    _stash_key(self.job_id),
+                    _stash_value(attempt, completion, call_id),
+                    ex=_STASH_TTL,
+                )
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # Redis unreachable: every command failed
+            _breaker.failed(exc)
+            _stash_breaker.failed(exc)
+            self._pending[:0] = [value for _kind, value in entries]
+            return
+        stashed, streamed = results[-1], results[:-1]
+        if isinstance(stashed, Exception):
+            _stash_breaker.failed(stashed)
+        else:
+            _stash_breaker.succeeded()
+        failed = next((r for r in streamed if isinstance(r, Exception)), None)
+        if failed is None:
+            _breaker.succeeded()
+        else:
+            _breaker.failed(failed)
+            self._pending[:0] = [value for _kind, value in entries]
+
     async def _rest(self) -> list[tuple[Kind, str]]:
+        if self._flush_due is not None:  # not started: its text goes with this write instead
+            self._flush_due.cancel()
+            self._flush_due = None
         if self._flushing is not None:
             await asyncio.shield(self._flushing)
         entries: list[tuple[Kind, str]] = []
@@ -194,6 +261,18 @@ async def stash_put(
     the answer finished from the stash is not written to the ledger twice."""
     if not _stash_breaker.available():
         return
+    try:
+        async with _gate():
+            await async_redis().set(
+                _stash_key(job_id), _stash_value(attempt, completion, call_id), ex=_STASH_TTL
+            )
+    except Exception as exc:
+        _stash_breaker.failed(exc)
+    else:
+        _stash_breaker.succeeded()
+
+
+def _stash_value(attempt: int, completion: Completion, call_id: uuid.UUID | None) -> str:
     value: dict[str, Any] = {
         "attempt": attempt,
         "call_id": str(call_id) if call_id else None,
@@ -202,13 +281,7 @@ async def stash_put(
         "prompt_tokens": completion.prompt_tokens,
         "completion_tokens": completion.completion_tokens,
     }
-    try:
-        async with _gate():
-            await async_redis().set(_stash_key(job_id), json.dumps(value), ex=_STASH_TTL)
-    except Exception as exc:
-        _stash_breaker.failed(exc)
-    else:
-        _stash_breaker.succeeded()
+    return json.dumps(value)
 
 
 async def stash_drop(job_id: uuid.UUID) -> None:

@@ -27,7 +27,7 @@ from opentelemetry import trace
 
 from config.logging import bind_job_id
 from questions import metrics
-from questions.answer_stream import LiveAnswer, stash_get_call, stash_put
+from questions.answer_stream import LiveAnswer, stash_get_call
 from questions.attribution import provider_user_id
 from questions.backoff import CONNECTION_BACKOFF, JOB_BACKOFF
 from questions.fallback import attempts_on_model, fallback_level, may_fall_back
@@ -172,8 +172,9 @@ async def _call(
         return await _call_failed(
             runtime, question, live, llm, exc, max_attempts, progress, call_id
         )
-    # 4. The store (still watched: the lease holds while PostgreSQL is retried).
-    await stash_put(question.pk, question.attempts, completion, call_id=call_id)
+    # 4. The store (still watched: the lease holds while PostgreSQL is retried), the answer
+    #    stashed first (with the rest of its text for watchers) so a failed store never pays twice.
+    await live.settle(question.attempts, completion, call_id=call_id)
     return await _store(runtime, question, live, completion, call_id)
 
 

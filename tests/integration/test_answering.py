@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import timedelta
 from functools import partial
@@ -12,7 +13,14 @@ import redis
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from questions.answer_stream import LiveAnswer, reset_breakers, stash_get, stash_put
+from questions.answer_stream import (
+    FLUSH_SECONDS,
+    LiveAnswer,
+    reset_breakers,
+    stash_drop,
+    stash_get,
+    stash_put,
+)
 from questions.answering import question_answer
 from questions.job_cache import job_cache_get, job_to_json
 from questions.live.streams import stream_key
@@ -124,16 +132,51 @@ def test_a_failing_live_stream_does_not_stop_paid_answers_from_being_stashed(use
     )
     paid = Completion(text="Paid for.", model="gpt-4o-mini", prompt_tokens=5, completion_tokens=2)
 
-    async def run() -> Completion | None:
+    async def run(*, stream_down_first: bool) -> Completion | None:
         live = LiveAnswer(question.pk)
-        await live.start(1)  # fails: the live stream's breaker is open now
-        await stash_put(question.pk, 1, paid)
+        if stream_down_first:
+            await live.start(1)  # fails: the live stream's breaker is open now
+        live.add("Paid for.")
+        # The rest of the text and the stash go in one pipeline: the XADD fails, the SET not.
+        await live.settle(1, paid)
         return await stash_get(question.pk)
 
     try:
-        assert async_to_sync(run)() == paid
+        for stream_down_first in (False, True):
+            reset_breakers()
+            assert async_to_sync(run)(stream_down_first=stream_down_first) == paid
+            async_to_sync(stash_drop)(question.pk)
     finally:
         reset_breakers()
+
+
+def test_settle_streams_the_rest_of_the_text_once_and_stashes_the_answer(user, settings):
+    """A call ends before the flush its last piece asked for has started: settle() sends that
+    text (with the stash, in one round trip), and the flush due finds nothing left to send."""
+    question = QuestionFactory(owner=user)
+    paid = Completion(text="Hello world", model="gpt-4o-mini", prompt_tokens=5, completion_tokens=2)
+    client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"], decode_responses=True)
+
+    def deltas() -> list[str]:
+        entries = client.xrange(stream_key(question.pk))
+        return [fields["delta"] for _id, fields in entries if "delta" in fields]
+
+    async def run() -> None:
+        live = LiveAnswer(question.pk)
+        await live.start(1)
+        await asyncio.sleep(FLUSH_SECONDS)  # the next piece asks for a flush at once
+        live.add("Hello")
+        deadline = time.monotonic() + 5
+        while not deltas() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(FLUSH_SECONDS)
+        live.add(" world")  # a flush is due, on the loop's next turn...
+        await live.settle(1, paid)  # ...but the call ended first
+        await asyncio.sleep(FLUSH_SECONDS)  # a flush still due would have run by now
+
+    async_to_sync(run)()
+    assert deltas() == ["Hello", " world"]
+    assert async_to_sync(stash_get)(question.pk) == paid
 
 
 class BatchOf(WorkerRuntime):
