@@ -6,7 +6,8 @@ most that many PostgreSQL connections (Django's connections are per thread, and 
 keeps its own open), and none is held by a job while its LLM call runs. It works the same on
 SQLite (`make run`).
 A connection that broke (PostgreSQL restarted, a proxy dropped it) is closed after its first
-error, so the next call on that thread opens a fresh one.
+error, and so is every other thread's before its next call (a restart broke them all): one
+failed call per outage, not one per thread; each thread's next call opens a fresh connection.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _opened: list[Any] = []  # each pool thread's connection wrapper
 _thread = threading.local()
+# Bumped when a connection breaks: a thread whose connection is older closes it first.
+_generation = 0
 
 
 def db_executor() -> ThreadPoolExecutor:
@@ -44,14 +47,22 @@ def db_executor() -> ThreadPoolExecutor:
 def _in_db_thread[T](call: Callable[[], T]) -> T:
     # Each thread keeps its connection between calls whatever CONN_MAX_AGE says: the threads
     # are the pool. Only a connection that broke is closed, so the next call reconnects.
+    global _generation
     if not getattr(_thread, "registered", False):
         _thread.registered = True
+        _thread.generation = _generation
         with _lock:
             _opened.append(connections[DEFAULT_DB_ALIAS])
+    if _thread.generation != _generation:
+        _thread.generation = _generation
+        connection.close()
     try:
         return call()
     except (OperationalError, InterfaceError):
         connection.close()
+        with _lock:
+            _generation += 1
+            _thread.generation = _generation
         raise
 
 
