@@ -13,6 +13,8 @@ per connection. `CheapIdleCheckTransport` is an `httpx2.AsyncBaseTransport` over
 
 from __future__ import annotations
 
+import functools
+import os
 import select
 import ssl
 import time
@@ -156,7 +158,9 @@ class CheapIdleCheckTransport(httpx2.AsyncBaseTransport):
         self.backend = CheapIdleCheckBackend()
         self.requests = 0
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(verify=verify),
+            ssl_context=default_ssl_context()
+            if verify is True
+            else httpx2.create_ssl_context(verify=verify),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -188,6 +192,18 @@ class CheapIdleCheckTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context every LLM client shares: building one reads the CA bundle,
+    milliseconds of CPU that a client built for a job's first call would cost that job. Built
+    again if OpenSSL's SSL_CERT_FILE / SSL_CERT_DIR change."""
+    return _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    return httpx2.create_ssl_context(verify=True)
 
 
 def http_client(*, timeout: float, transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncClient:

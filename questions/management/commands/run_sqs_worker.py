@@ -16,6 +16,7 @@ from questions.worker.chores import oldest_queued_chore, queue_depth_chore, requ
 from questions.worker.dbpool import shutdown_db_pool
 from questions.worker.inflight import hand_back_unstarted
 from questions.worker.supervisor import Supervisor, child_command
+from questions.worker.warmup import warm_up
 
 logger = logging.getLogger("questions.worker")
 
@@ -122,6 +123,7 @@ class Command(BaseCommand):
         if options["metrics_port"] is not None:
             start_http_server(options["metrics_port"], addr=settings.METRICS_ADDR)
             logger.info("metrics on :%s/metrics", options["metrics_port"])
+        warm_up()
         worker = Worker(
             queue_name=options["queue"],
             dlq_name=options["dlq"],
