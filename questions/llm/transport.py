@@ -9,6 +9,10 @@ answers that one question from the socket it kept, with a zero-timeout poll, at 
 per connection. `CheapIdleCheckTransport` is an `httpx2.AsyncBaseTransport` over an
 `httpcore2.AsyncConnectionPool` built through its public constructor with that backend
 (`network_backend=`), so an httpx2 client (and the OpenAI SDK, through `http_client=`) uses it.
+
+The pool keeps every connection it opened alive (until `keepalive_expiry` idle), not the SDK's
+100: a worker with hundreds of calls in flight would otherwise close most of them after each
+wave and open them again — a TCP and TLS handshake per call against the provider.
 """
 
 from __future__ import annotations
@@ -213,4 +217,11 @@ def http_client(*, timeout: float, transport: httpx2.AsyncBaseTransport) -> http
 
 
 def cheap_transport() -> CheapIdleCheckTransport:
-    return CheapIdleCheckTransport(limits=openai.DEFAULT_CONNECTION_LIMITS)
+    limits = openai.DEFAULT_CONNECTION_LIMITS
+    return CheapIdleCheckTransport(
+        limits=httpx2.Limits(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+        )
+    )

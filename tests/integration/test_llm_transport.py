@@ -42,6 +42,33 @@ def test_calls_go_through_the_cheap_idle_check_transport(fake_llm: Any) -> None:
     assert 1 <= client.transport.backend.connections <= 4
 
 
+def test_a_second_wave_of_calls_reuses_the_first_waves_connections(fake_llm: Any) -> None:
+    """More calls in flight than the SDK's 100 kept-alive connections: all are kept, so the next
+    wave opens none (a handshake per call against the provider otherwise)."""
+    wave = 150
+    fake_llm.configure(latency=0.5)  # the calls of a wave overlap: one connection each
+
+    async def run() -> tuple[int, int]:
+        client = get_llm_client()
+        assert isinstance(client, OpenAIClient)
+        opened = []
+        for _ in range(2):
+            await asyncio.gather(
+                *(
+                    client.complete("Q?", user="u", progress=Progress(), on_text=lambda _: None)
+                    for _ in range(wave)
+                )
+            )
+            opened.append(client.transport.backend.connections)
+        return opened[0], opened[1]
+
+    first, both = asyncio.run(run())
+    assert fake_llm.calls == 2 * wave
+    assert fake_llm.max_in_flight == wave
+    assert first == wave
+    assert both == first
+
+
 def sdk_error(fake: Any, item: dict[str, Any]) -> openai.OpenAIError:
     fake.reset()
     fake.enqueue(item)
