@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -773,7 +775,7 @@ def questions_requeue(
     *,
     lost_after: float,
     retention_seconds: float,
-    queue_drained: bool = False,
+    queue_drained: Callable[[], bool] | None = None,
     unsent_grace: float = UNSENT_GRACE_SECONDS,
     include_failed: bool = False,
     limit: int = 1000,
@@ -784,18 +786,41 @@ def questions_requeue(
     - unsent: queued and never accepted by SQS (no `enqueued_at`), asked over `unsent_grace` ago;
     - stale: queued and sent, but its message cannot be on the queue any more: sent longer ago
       than the queue keeps a message (`retention_seconds`), or sent over `lost_after` ago while
-      the queue holds no message at all (`queue_drained`: a web process that died between its
-      commit and its send; a message dead-lettered);
+      the queue holds no message at all (`queue_drained()`, asked once this sweep holds the lock:
+      a web process that died between its commit and its send; a message dead-lettered);
     - expired_claims: running, its lease lapsed over `lost_after` ago: a worker that died leaves
       its message to come back and be claimed once the lease lapses; one still unclaimed that
       long after has no message left (dead-lettered) or no worker. Sent once: it is queued again;
     - with `include_failed`, failed jobs, for a fresh round of attempts.
 
     Each resent job gets a fresh `enqueued_at`, so it matches none of these again until its
-    message is lost again: a sweep never grows the queue. One sweep at a time (an advisory lock);
-    a sweep that finds the lock taken does nothing and says so (`skipped`).
+    message is lost again: a sweep never grows the queue. One sweep at a time, from its look at
+    the queue to its last send (an advisory lock): another sweep cannot take the jobs this one
+    marked for a queue it saw empty before they were sent. A sweep that finds the lock taken
+    does nothing and says so (`skipped`).
     """
+    with _requeue_lock() as taken:
+        if not taken:
+            return RequeueReport(skipped=True)
+        return _requeue(
+            lost_after=lost_after,
+            retention_seconds=retention_seconds,
+            queue_drained=bool(queue_drained and queue_drained()),
+            unsent_grace=unsent_grace,
+            include_failed=include_failed,
+            limit=limit,
+        )
 
+
+def _requeue(
+    *,
+    lost_after: float,
+    retention_seconds: float,
+    queue_drained: bool,
+    unsent_grace: float,
+    include_failed: bool,
+    limit: int,
+) -> RequeueReport:
     def ago(seconds: float) -> Any:
         return Now() - timedelta(seconds=seconds)
 
@@ -812,8 +837,6 @@ def questions_requeue(
     ]
     picked: dict[str, list[uuid.UUID]] = {}
     with transaction.atomic():
-        if not _requeue_lock():
-            return RequeueReport(skipped=True)
         for reason, condition in categories:
             # Locked, then marked sent in one UPDATE: a worker claiming one meanwhile waits.
             ids = list(
@@ -850,12 +873,21 @@ def questions_requeue(
     )
 
 
-def _requeue_lock() -> bool:
-    """This transaction's hold on the sweep, if no other sweep has it (PostgreSQL; elsewhere,
-    SQLite for `make run`, there is one process and no lock is needed)."""
+@contextmanager
+def _requeue_lock() -> Iterator[bool]:
+    """Whether this sweep holds the sweep's lock (a session advisory lock, so that it outlives
+    the transaction until the sends are done; it goes with the connection should the process
+    die). PostgreSQL only: SQLite, for `make run`, has one process and needs none."""
     if connection.vendor != "postgresql":
-        return True
+        yield True
+        return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [REQUEUE_LOCK_KEY])
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [REQUEUE_LOCK_KEY])
         row = cursor.fetchone()
-    return bool(row and row[0])
+    taken = bool(row and row[0])
+    try:
+        yield taken
+    finally:
+        if taken:
+            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [REQUEUE_LOCK_KEY])

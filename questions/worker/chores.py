@@ -23,8 +23,8 @@ logger = logging.getLogger("questions.sqs.worker")
 
 
 def requeue_chore(interval: float, queue_name: str) -> Chore:
-    """The sweep of questions_requeue: what the queue says of itself first (drained, retention),
-    then the jobs on the database's clock; one process at a time sweeps."""
+    """The sweep of questions_requeue: the queue's retention, whether it is drained (asked once
+    the sweep holds its lock), then the jobs on the database's clock; one process at a time."""
 
     def sweep() -> None:
         facts = queue_facts(queue_name)
@@ -32,7 +32,7 @@ def requeue_chore(interval: float, queue_name: str) -> Chore:
             questions_requeue,
             lost_after=settings.QUESTIONS_REQUEUE_AFTER,
             retention_seconds=facts.retention_seconds,
-            queue_drained=facts.drained,
+            queue_drained=lambda: queue_facts(queue_name).drained,
         )
         if report.total:
             logger.info(f"Requeued {report.total} stale jobs.")

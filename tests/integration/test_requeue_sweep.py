@@ -16,9 +16,15 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from questions.models import Question
-from questions.services import question_create, questions_enqueue
+from questions.services import (
+    RequeueReport,
+    question_create,
+    questions_enqueue,
+    questions_requeue,
+)
 from questions.sqs.client import reset_sqs_client
 from tests.factories import QuestionFactory, ask_many, reloaded
 from tests.support import ROOT, child_env, free_port
@@ -161,6 +167,40 @@ def test_one_sweep_at_a_time(user, queues):
 
     assert "Requeued 30 jobs: 30 never sent" in sweep()
     assert queues.depth()["visible"] == 30
+
+
+def test_a_sweep_looks_at_the_queue_under_its_lock(user, queues):
+    """Whether the queue is drained is asked once the sweep holds its lock: a sweep that looked
+    before would take, as lost, the jobs another sweep had just marked but not yet sent."""
+    lost = QuestionFactory.create_batch(5, owner=user, enqueued_at=timezone.now())
+    backdate(lost, 60)  # sent a minute ago; their messages are gone
+    asked, answer = threading.Event(), threading.Event()
+    reports: list[RequeueReport] = []
+
+    def drained() -> bool:
+        asked.set()
+        assert answer.wait(timeout=30)
+        return True
+
+    def first_sweep() -> None:
+        try:
+            reports.append(
+                questions_requeue(lost_after=0, retention_seconds=3600, queue_drained=drained)
+            )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_sweep)
+    thread.start()
+    try:
+        assert asked.wait(timeout=30)
+        assert sweep("--older-than=0") == "Another requeue sweep is running; nothing done.\n"
+    finally:
+        answer.set()
+        thread.join(timeout=30)
+    assert reports and not reports[0].skipped
+    assert reports[0].stale == 5  # sent long ago, and the queue said it holds nothing
+    assert queues.depth()["visible"] == 5
 
 
 def test_two_concurrent_sweeps_send_each_job_once(user, queues):

@@ -44,7 +44,7 @@ class Command(BaseCommand):
             report = questions_requeue(
                 lost_after=options["older_than"],
                 retention_seconds=facts.retention_seconds,
-                queue_drained=facts.drained,
+                queue_drained=lambda: queue_facts(settings.SQS_QUEUE_NAME).drained,
                 unsent_grace=min(options["older_than"], UNSENT_GRACE_SECONDS),
                 include_failed=options["failed"],
                 limit=options["limit"],
