@@ -1,9 +1,7 @@
 """What a worker builds before it says "consuming", so that its first jobs do not pay for it:
 the SQS client (botocore loads its service model), the LLM clients' TLS context (OpenSSL reads
 the CA bundle) and the Redis cache's client (django-redis imports its serializer). None of them
-connects: nothing here waits for a service. Last, `gc.freeze()`: what start-up built (Django, the
-models, the clients) moves to the collector's permanent generation, so its full collections no
-longer walk it while hundreds of jobs allocate. (The database threads still connect on first use:
+connects: nothing here waits for a service. (The database threads still connect on first use:
 opening all QUESTIONS_WORKER_DB_THREADS at start would hold connections a lightly loaded worker
 never needs.)
 """
@@ -11,7 +9,6 @@ never needs.)
 from __future__ import annotations
 
 import contextlib
-import gc
 
 from django_redis import get_redis_connection
 
@@ -24,4 +21,3 @@ def warm_up() -> None:
     default_ssl_context()
     with contextlib.suppress(NotImplementedError):  # a cache that is not django-redis
         get_redis_connection("default")  # builds the client and its pool; connects on first use
-    gc.freeze()
