@@ -11,6 +11,10 @@ failing live stream (an entry Redis refuses, say) never stops paid answers from 
   own breaker) in the same pipeline: one round trip to end a job.
   Each attempt starts with a `reset` entry, so that watchers drop an earlier attempt's partial
   text; `end` is written only for a final status (a watcher stops reading at `end`).
+- The writes that jobs ask for in one turn of the event loop go to Redis in one pipeline
+  (`_round_trip`): the jobs of a receive batch start together, and jobs whose calls end together
+  settle and finish together, so a wave of jobs costs a few round trips, not three per job. Each
+  job still gets its own commands' results (and errors).
 - The stash keeps a completion the provider was paid for until the row holds it, so a job whose
   store failed (PostgreSQL gone mid-call) is finished from the stash when it is claimed again,
   instead of paying for a second call. `LiveAnswer.settle` writes it with the rest of the text:
@@ -25,14 +29,14 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
 
 from questions.breaker import Breaker
 from questions.cache import CacheWrite, cache_write_done
-from questions.live.streams import FINAL_STATUSES, Kind, async_redis, stream_append, stream_key
+from questions.live.streams import FINAL_STATUSES, Kind, async_redis, stream_key
 from questions.llm.client import Completion
 from questions.llm.text import without_lone_surrogates
 
@@ -70,14 +74,86 @@ def _gate() -> asyncio.Semaphore:
     return gate
 
 
+Build = Callable[[Any], None]  # adds one job's commands to a pipeline
+
+
+class _RoundTrips:
+    """One pipeline per turn of the event loop for the writes asked for in that turn."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: list[tuple[Build, asyncio.Future[list[Any]]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def add(self, build: Build) -> asyncio.Future[list[Any]]:
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        if not self._waiting:
+            self._loop.call_soon(self._send)
+        self._waiting.append((build, future))
+        return future
+
+    def _send(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = self._loop.create_task(self._execute(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _execute(self, batch: list[tuple[Build, asyncio.Future[list[Any]]]]) -> None:
+        spans: list[tuple[int, int]] = []
+        try:
+            async with _gate(), async_redis().pipeline(transaction=False) as pipe:
+                for build, _future in batch:
+                    first = len(pipe)
+                    build(pipe)
+                    spans.append((first, len(pipe)))
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # Redis unreachable: every command failed
+            for _build, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_build, future), (first, last) in zip(batch, spans, strict=True):
+            if not future.done():
+                future.set_result(results[first:last])
+
+
+_round_trips: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _RoundTrips] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _round_trip(build: Build) -> list[Any]:
+    """`build`'s commands, sent with the others asked for in this turn of the loop; their
+    results in order, a command's error in its place. Raises when Redis is unreachable."""
+    loop = asyncio.get_running_loop()
+    trips = _round_trips.get(loop)
+    if trips is None:
+        trips = _round_trips[loop] = _RoundTrips(loop)
+    return await trips.add(build)
+
+
+def _add_entries(pipe: Any, job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) -> None:
+    key = stream_key(job_id)
+    for kind, value in entries:
+        pipe.xadd(
+            key, {kind: value}, maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES, approximate=True
+        )
+    pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
+
+
 async def _append(job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) -> bool:
+    if not entries:
+        return True
     if not _breaker.available():
         return False
     try:
-        async with _gate():
-            await stream_append(job_id, entries)
+        results = await _round_trip(lambda pipe: _add_entries(pipe, job_id, entries))
     except Exception as exc:
         _breaker.failed(exc)
+        return False
+    failed = next((r for r in results if isinstance(r, Exception)), None)
+    if failed is not None:
+        _breaker.failed(failed)
         return False
     _breaker.succeeded()
     return True
@@ -141,25 +217,19 @@ class LiveAnswer:
             if drop_stash:
                 await stash_drop(self.job_id)
             return
+
+        def build(pipe: Any) -> None:
+            if streaming:
+                _add_entries(pipe, self.job_id, entries)
+            if drop_stash:
+                pipe.delete(_stash_key(self.job_id))
+            if cache_write is not None:
+                cache_write.add_to(pipe)
+
         try:
-            async with _gate(), async_redis().pipeline(transaction=False) as pipe:
-                if streaming:
-                    key = stream_key(self.job_id)
-                    for kind, value in entries:
-                        pipe.xadd(
-                            key,
-                            {kind: value},
-                            maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES,
-                            approximate=True,
-                        )
-                    pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
-                if drop_stash:
-                    pipe.delete(_stash_key(self.job_id))
-                if cache_write is not None:
-                    cache_write.add_to(pipe)
-                # Each command's error in its place: the stream's and the cache's are told
-                # apart (their breakers are not the same).
-                results = await pipe.execute(raise_on_error=False)
+            # Each command's error in its place: the stream's and the cache's are told apart
+            # (their breakers are not the same).
+            results = await _round_trip(build)
         except Exception as exc:  # Redis unreachable: every command failed
             if streaming:
                 _breaker.failed(exc)
@@ -200,23 +270,14 @@ class LiveAnswer:
             if not await _append(self.job_id, entries):
                 self._pending[:0] = [value for _kind, value in entries]
             return
+        stash = _stash_value(attempt, completion, call_id)
+
+        def build(pipe: Any) -> None:
+            _add_entries(pipe, self.job_id, entries)
+            pipe.set(_stash_key(self.job_id), stash, ex=_STASH_TTL)
+
         try:
-            async with _gate(), async_redis().pipeline(transaction=False) as pipe:
-                key = stream_key(self.job_id)
-                for kind, value in entries:
-                    pipe.xadd(
-                        key,
-                        {kind: value},
-                        maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES,
-                        approximate=True,
-                    )
-                pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
-                pipe.set(
-                    _stash_key(self.job_id),
-                    _stash_value(attempt, completion, call_id),
-                    ex=_STASH_TTL,
-                )
-                results = await pipe.execute(raise_on_error=False)
+            results = await _round_trip(build)
         except Exception as exc:  # Redis unreachable: every command failed
             _breaker.failed(exc)
             _stash_breaker.failed(exc)

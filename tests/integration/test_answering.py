@@ -179,6 +179,31 @@ def test_settle_streams_the_rest_of_the_text_once_and_stashes_the_answer(user, s
     assert async_to_sync(stash_get)(question.pk) == paid
 
 
+def test_jobs_settling_together_share_a_round_trip_but_not_their_errors(user, settings):
+    """Two calls end in the same turn of the loop: their writes go in one pipeline, and the
+    stream Redis refuses for one job (WRONGTYPE) fails only that job's entries."""
+    broken, fine = QuestionFactory(owner=user), QuestionFactory(owner=user)
+    client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"], decode_responses=True)
+    client.set(stream_key(broken.pk), "not a stream")
+    paid = Completion(text="Paid.", model="gpt-4o-mini", prompt_tokens=5, completion_tokens=1)
+
+    async def run() -> None:
+        lives = [LiveAnswer(broken.pk), LiveAnswer(fine.pk)]
+        for live in lives:
+            live.add("Paid.")
+        await asyncio.gather(*(live.settle(1, paid) for live in lives))
+
+    try:
+        async_to_sync(run)()
+        assert async_to_sync(stash_get)(broken.pk) == paid
+        assert async_to_sync(stash_get)(fine.pk) == paid
+        entries = client.xrange(stream_key(fine.pk))
+        assert [fields for _id, fields in entries] == [{"delta": "Paid."}]
+        assert client.get(stream_key(broken.pk)) == "not a stream"
+    finally:
+        reset_breakers()
+
+
 class BatchOf(WorkerRuntime):
     """The worker's runtime, its coalescers sending a batch once `size` calls wait (or after a
     second): jobs started together then surely store together."""
