@@ -1,13 +1,10 @@
-"""The runner's intake: the receivers that fill free slots with messages and start their jobs.
-Each asks for the slots free when it starts a receive (nothing is over-fetched) and polls
-briefly while jobs run, long while none does. At most `concurrency` jobs run (or are being
-received), and at most `concurrency` acknowledged messages wait for their delete.
+"""The runner's intake: the receive loop that fills free slots with messages and starts their
+jobs. It asks for the slots free when it starts a receive (nothing is over-fetched) and polls
+briefly while jobs run, long while none does. At most `concurrency` jobs run, and at most
+`concurrency` acknowledged messages wait for their delete.
 
-A receive takes a round trip and brings at most 10 messages: when a wave of jobs ends together
-at C = 512, one receiver refills the slots 10 at a time, one round trip after another. So with
-many slots a few receivers run at once (one per 10 slots, at most MAX_RECEIVERS); only the first
-polls while no job runs (one long poll is enough then), and --burst keeps one (the empty queue it
-ends on is one receiver's finding). Measured in bench/RESULTS.md, "Worker v3".
+(Several receives under way at once, one per 10 slots, were measured against this one loop in
+bench/RESULTS.md, "Worker v3": no gain beyond the machine's noise, so the one loop stays.)
 """
 
 from __future__ import annotations
@@ -27,9 +24,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("questions.sqs.worker")
 
-# Receives under way at once, at most (one per 10 slots).
-MAX_RECEIVERS = 4
-
 
 class Intake:
     consumer: Consumer
@@ -38,7 +32,6 @@ class Intake:
     wait_time: int
     burst: bool
     _in_flight: int
-    _receiving: int
     _pending_deletes: int
     _deferred_until: float
     _tracked: dict[str, list[Any]]
@@ -51,23 +44,17 @@ class Intake:
 
     async def _receive_loop(self) -> None:
         """Receive into free slots until stopped (or, with burst, until the queue is empty)."""
-        receivers = 1 if self.burst else min(MAX_RECEIVERS, max(1, self.concurrency // 10))
-        await asyncio.gather(*(self._receiver(first=index == 0) for index in range(receivers)))
-
-    async def _receiver(self, *, first: bool) -> None:
         failures = 0
         while not self._stop_event.is_set():
             free = self._free_slots()
-            if free <= 0 or not (first or self._in_flight):
+            if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
-            count = min(free, self.batch_size)
             # While jobs run, poll briefly so freed slots are refilled promptly; idle, poll long.
             wait = self.wait_time if not self._in_flight else min(self.wait_time, 1)
-            self._receiving += count
             try:
-                messages = await self._sqs(self.consumer.receive, count, wait)
+                messages = await self._sqs(self.consumer.receive, min(free, self.batch_size), wait)
                 failures = 0
             except SQS_ERRORS as exc:
                 failures += 1
@@ -79,8 +66,6 @@ class Intake:
                 )
                 await self._pause(delay)
                 continue
-            finally:
-                self._receiving -= count
             if self._stop_event.is_set():
                 await self._sqs(self.consumer.give_back, [m["ReceiptHandle"] for m in messages])
                 break
@@ -102,9 +87,7 @@ class Intake:
                 self._jobs.add(job)
                 job.add_done_callback(self._jobs.discard)
             metrics.JOBS_IN_FLIGHT.set(self._in_flight)
-            self._slot_freed.set()  # the other receivers: jobs run now, the free slots changed
 
     def _free_slots(self) -> int:
-        # At most `concurrency` jobs (running or being received) and `concurrency` deletes due.
-        running = self._in_flight + self._receiving
-        return min(self.concurrency - running, self.concurrency - self._pending_deletes)
+        # At most `concurrency` jobs running and `concurrency` deletes due.
+        return min(self.concurrency - self._in_flight, self.concurrency - self._pending_deletes)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from questions.backoff import CONNECTION_BACKOFF
 from questions.sqs.consumer import SQS_ERRORS, Consumer
 from questions.sqs.executor import Outcome
-from questions.sqs.intake import MAX_RECEIVERS, Intake
+from questions.sqs.intake import Intake
 from questions.sqs.liveness import AliveFile
 from questions.sqs.upkeep import Upkeep
 
@@ -71,9 +71,8 @@ class Runner(Intake, Upkeep):
         self._stopped_at: float | None = None  # monotonic time of the first stop()
         self._loop: asyncio.AbstractEventLoop | None = None
         # The receivers, plus the deletes, the heartbeat and the settling of retries.
-        self._sqs_pool = ThreadPoolExecutor(max_workers=MAX_RECEIVERS + 4, thread_name_prefix="sqs")
+        self._sqs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqs")
         self._in_flight = 0
-        self._receiving = 0  # slots asked for by the receives under way
         self._pending_deletes = 0  # acknowledged, their delete not yet sent
         self._tracked: dict[str, list[Any]] = {}  # message id → [receipt handle, extended at]
         self._jobs: set[asyncio.Task[None]] = set()
