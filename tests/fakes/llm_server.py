@@ -606,6 +606,10 @@ class _Handler(BaseHTTPRequestHandler):
             "Transfer-Encoding: chunked",
             f"x-request-id: req_{uuid.uuid4().hex}",
             *(f"{name}: {value}" for name, value in headers.items()),
+            # It closes the connection after the stream, and says so, as servers do: a client
+            # would otherwise take the connection back to its pool and may send the next
+            # request on it before it sees the close.
+            "Connection: close",
         ]
         self.close_connection = True
         try:
