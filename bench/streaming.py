@@ -243,8 +243,14 @@ async def measure_ttft(plan: Plan, web: int, events: int, token: str) -> dict[st
     ttfts = [r["ttft"] * 1000 for r in results if r["ttft"] is not None]
     deliveries = [r["delivery_ms"] for r in results if r["delivery_ms"] is not None]
     posts = [r["post_ms"] for r in results]
+    slowest = sorted((r for r in results if r["ttft"] is not None), key=lambda r: -r["ttft"])
     return {
         "job_ids": [r["job_id"] for r in results],
+        # The tail, job by job (the steps of each are added from its row and stream).
+        "slowest": [
+            {"job_id": r["job_id"], "ttft_ms": r["ttft"] * 1000, "post_ms": r["post_ms"]}
+            for r in slowest[:3]
+        ],
         "delivery_p50_ms": _percentile(deliveries, 50) if deliveries else None,
         "delivery_p95_ms": _percentile(deliveries, 95) if deliveries else None,
         "post_p50_ms": _percentile(posts, 50),
@@ -347,7 +353,9 @@ def measure_watchers(
     }
 
 
-def _worker_steps(job_ids: list[str], first_word_s: float) -> dict[str, Any]:
+def _worker_steps(
+    job_ids: list[str], first_word_s: float, slowest: list[dict[str, Any]]
+) -> dict[str, Any]:
     """From each job's stream (entry ids are Redis's clock, ms): the claim → its `running`
     entry, and `running` → the first `delta` entry less when the fake sends its first word (the
     call's own overhead: the rate limiter, the request, reading the first chunk)."""
@@ -357,11 +365,13 @@ def _worker_steps(job_ids: list[str], first_word_s: float) -> dict[str, Any]:
     from questions.live.streams import stream_key
     from questions.models import Question
 
-    started = dict(Question.objects.filter(pk__in=job_ids).values_list("pk", "started_at"))
+    rows = Question.objects.filter(pk__in=job_ids).values_list("pk", "created_at", "started_at")
+    times = {str(pk): (created, started) for pk, created, started in rows}
     connection.close()
     redis = get_redis_connection("default")
     to_running, call = [], []
-    for pk, at in started.items():
+    steps: dict[str, dict[str, float]] = {}
+    for pk, (created, at) in times.items():
         entries = redis.xrange(stream_key(pk))
         running = next((i for i, f in entries if b"status" in f), None)
         delta = next((i for i, f in entries if b"delta" in f), None)
@@ -370,6 +380,13 @@ def _worker_steps(job_ids: list[str], first_word_s: float) -> dict[str, Any]:
         running_ms, delta_ms = (int(i.split(b"-")[0]) for i in (running, delta))
         to_running.append(running_ms - at.timestamp() * 1000)
         call.append(delta_ms - running_ms - first_word_s * 1000)
+        steps[pk] = {
+            "row_to_claim_ms": (at - created).total_seconds() * 1000,
+            "claim_to_running_ms": to_running[-1],
+            "call_overhead_ms": call[-1],
+        }
+    for job in slowest:
+        job.update(steps.get(job["job_id"], {}))
     return {
         "claim_to_running_p50_ms": _percentile(to_running, 50) if to_running else None,
         "claim_to_running_p95_ms": _percentile(to_running, 95) if to_running else None,
@@ -482,7 +499,7 @@ def run(plan: Plan, mode: str) -> dict[str, Any]:
         rig.llm("configure", {"latency": plan.latency, "stream_interval": plan.interval,
                               "answer": _answer(plan.words)})  # fmt: skip
         ttft = asyncio.run(measure_ttft(plan, web, events, token))
-        ttft.update(_worker_steps(ttft["job_ids"], plan.latency + plan.interval))
+        ttft.update(_worker_steps(ttft["job_ids"], plan.latency + plan.interval, ttft["slowest"]))
         ttft.update(_queue_waits(ttft.pop("job_ids")))
         watchers = measure_watchers(plan, rig, events_process.pid, events, token, owner)
     finally:
@@ -543,6 +560,13 @@ def print_report(report: dict[str, Any]) -> bool:
         f"first word's XADD → the client {_ms(ttft['delivery_p50_ms'])} / "
         f"{_ms(ttft['delivery_p95_ms'])} (Redis, the events process, the socket)."
     )
+    for job in ttft.get("slowest", []):
+        print(
+            f"- slow: {_ms(job['ttft_ms'])} ms (job {job['job_id'][:8]}): the POST "
+            f"{_ms(job['post_ms'])}, row → claim {_ms(job.get('row_to_claim_ms'))}, claim → "
+            f"`running` {_ms(job.get('claim_to_running_ms'))}, the call's overhead "
+            f"{_ms(job.get('call_overhead_ms'))}"
+        )
     print("\n### Watchers on one events process (uvicorn)\n")
     print("| watchers | every event to every watcher | deltas each | RSS idle → connected | "
           "per watcher | threads | CPU while streaming | last final after first |")  # fmt: skip
