@@ -36,7 +36,12 @@ from django.conf import settings
 
 from questions.breaker import Breaker
 from questions.cache import CacheWrite, cache_write_done
-from questions.live.streams import FINAL_STATUSES, Kind, async_redis, stream_key
+from questions.live.streams import (
+    FINAL_STATUSES,
+    Kind,
+    async_redis,
+    stream_entries_add,
+)
 from questions.llm.client import Completion
 from questions.llm.text import without_lone_surrogates
 
@@ -132,22 +137,13 @@ async def _round_trip(build: Build) -> list[Any]:
     return await trips.add(build)
 
 
-def _add_entries(pipe: Any, job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) -> None:
-    key = stream_key(job_id)
-    for kind, value in entries:
-        pipe.xadd(
-            key, {kind: value}, maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES, approximate=True
-        )
-    pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
-
-
 async def _append(job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) -> bool:
     if not entries:
         return True
     if not _breaker.available():
         return False
     try:
-        results = await _round_trip(lambda pipe: _add_entries(pipe, job_id, entries))
+        results = await _round_trip(lambda pipe: stream_entries_add(pipe, job_id, entries))
     except Exception as exc:
         _breaker.failed(exc)
         return False
@@ -220,7 +216,7 @@ class LiveAnswer:
 
         def build(pipe: Any) -> None:
             if streaming:
-                _add_entries(pipe, self.job_id, entries)
+                stream_entries_add(pipe, self.job_id, entries)
             if drop_stash:
                 pipe.delete(_stash_key(self.job_id))
             if cache_write is not None:
@@ -273,7 +269,7 @@ class LiveAnswer:
         stash = _stash_value(attempt, completion, call_id)
 
         def build(pipe: Any) -> None:
-            _add_entries(pipe, self.job_id, entries)
+            stream_entries_add(pipe, self.job_id, entries)
             pipe.set(_stash_key(self.job_id), stash, ex=_STASH_TTL)
 
         try:

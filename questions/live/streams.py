@@ -22,7 +22,7 @@ import uuid
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import redis.asyncio
 from django.conf import settings
@@ -80,23 +80,26 @@ async def stream_append(job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) 
     callers decide whether the live view is worth a retry (it usually is not)."""
     if not entries:
         return
-    key = stream_key(job_id)
     async with async_redis().pipeline(transaction=False) as pipe:
-        for fields in _xadd_args(entries):
-            pipe.xadd(key, fields, maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES, approximate=True)
-        pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
+        stream_entries_add(pipe, job_id, entries)
         await pipe.execute()
+
+
+def stream_entries_add(pipe: Any, job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) -> None:
+    """Queue the XADDs of `entries` and the stream's TTL on a Redis pipeline (sync or asyncio):
+    every writer of a job's stream goes through here."""
+    key = stream_key(job_id)
+    for fields in _xadd_args(entries):
+        pipe.xadd(key, fields, maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES, approximate=True)
+    pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
 
 
 def stream_append_sync(job_id: uuid.UUID, entries: Sequence[tuple[Kind, str]]) -> None:
     """`stream_append` for synchronous code (the web's Stop of a queued job, for one)."""
     if not entries:
         return
-    key = stream_key(job_id)
     pipe = get_redis_connection("default").pipeline(transaction=False)
-    for fields in _xadd_args(entries):
-        pipe.xadd(key, fields, maxlen=settings.QUESTIONS_STREAM_MAX_ENTRIES, approximate=True)
-    pipe.expire(key, settings.QUESTIONS_STREAM_TTL)
+    stream_entries_add(pipe, job_id, entries)
     pipe.execute()
 
 
