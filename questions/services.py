@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -889,5 +888,8 @@ def _requeue_lock() -> Iterator[bool]:
         yield taken
     finally:
         if taken:
-            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [REQUEUE_LOCK_KEY])
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [REQUEUE_LOCK_KEY])
+            except DatabaseError:
+                connection.close()  # the session ends, and its lock with it
