@@ -107,9 +107,13 @@ class _RoundTrips:
         spans: list[tuple[int, int]] = []
         try:
             async with _gate(), async_redis().pipeline(transaction=False) as pipe:
-                for build, _future in batch:
+                for build, future in batch:
                     first = len(pipe)
-                    build(pipe)
+                    try:
+                        build(pipe)
+                    except Exception as exc:  # this job's commands only (a bug, not Redis)
+                        if not future.done():
+                            future.set_exception(exc)
                     spans.append((first, len(pipe)))
                 results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # Redis unreachable: every command failed
