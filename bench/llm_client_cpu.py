@@ -7,10 +7,13 @@ Starts the asynchronous fake LLM (`bench/async_llm.py`) in a process of its own,
 `--rounds` times (interleaved, so a change of load on a shared machine hits all alike), and
 prints this process's CPU time (time.process_time: user + system, the fake's excluded) per call:
 
-- `plain`: the SDK's default httpx2 client, nothing changed;
-- `private`: the transport before issue 17 — the default client with its pool's private
-  `_network_backend` swapped for the cheap idle-check backend (kept here only, to compare);
-- `public`: today's `questions.llm.transport.CheapIdleCheckTransport`, public APIs only.
+- `httpx2`: the call read through the SDK's default httpx2 client (`DefaultAsyncHttpxClient`),
+  as the SDK and this client did before (the SDK keeps 100 connections alive, no more);
+- `httpx2+aiohttp`: the same through the SDK's aiohttp transport (`DefaultAioHttpClient`);
+- `aiohttp`: today's `OpenAIClient`, on aiohttp directly (questions/llm/transport.py).
+
+The transport of the commits before (`CheapIdleCheckTransport`, httpcore2 with a cheaper idle
+check) is measured against today's by `bench/levers.py` on their commits.
 """
 
 from __future__ import annotations
@@ -34,31 +37,48 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _install_private(http_client: Any) -> None:
-    """The pre-issue-17 install(), on private attributes (bench only)."""
-    import httpcore2
-    from httpcore2._backends.auto import AutoBackend
-
-    from questions.llm.transport import CheapIdleCheckBackend
-
-    pool = http_client._transport._pool
-    assert isinstance(pool, httpcore2.AsyncConnectionPool)
-    pool._network_backend = CheapIdleCheckBackend(AutoBackend())
-
-
 def _client(kind: str, base_url: str) -> Any:
+    import json
+
     import openai
 
-    from questions.llm.client import OpenAIClient
+    from questions.llm.client import OpenAIClient, _take
 
-    client = OpenAIClient(api_key="k", base_url=base_url, model="m", timeout=30.0)
-    if kind != "public":
-        # The SDK's own default client, as before (bench only: sets a private attribute).
-        http = openai.DefaultAsyncHttpxClient(timeout=30.0)
-        if kind == "private":
-            _install_private(http)
-        client._http = http
-    return client
+    if kind == "aiohttp":
+        return OpenAIClient(api_key="k", base_url=base_url, model="m", timeout=30.0)
+
+    class OverHttpx2(OpenAIClient):
+        """The client's call as it was before aiohttp: an httpx2 client's streamed response,
+        read line by line (bench only)."""
+
+        def __init__(self, http: Any) -> None:
+            super().__init__(api_key="k", base_url=base_url, model="m", timeout=30.0)
+            self.http = http
+
+        async def _stream(self, body: bytes, progress: Any, on_text: Any) -> None:
+            request = self.http.build_request(
+                "POST", self._url, content=body, headers=self._headers
+            )
+            response = await self.http.send(request, stream=True)
+            try:
+                async for line in response.aiter_lines():
+                    if line.startswith("data:") and (data := line[5:].strip()) != "[DONE]":
+                        _take(json.loads(data), progress, on_text)
+            finally:
+                await response.aclose()
+
+        async def aclose(self) -> None:
+            await self.http.aclose()
+
+    if kind == "httpx2":
+        return OverHttpx2(openai.DefaultAsyncHttpxClient(timeout=30.0))
+    import httpx2
+
+    return OverHttpx2(  # the SDK's aiohttp transport under its httpx2 client
+        openai.DefaultAioHttpClient(
+            timeout=30.0, limits=httpx2.Limits(max_connections=1000, keepalive_expiry=5.0)
+        )
+    )
 
 
 async def _run(kind: str, base_url: str, calls: int, concurrency: int) -> tuple[float, float]:
@@ -77,7 +97,9 @@ async def _run(kind: str, base_url: str, calls: int, concurrency: int) -> tuple[
     await asyncio.gather(*(one(i) for i in range(concurrency)))
     cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(calls)))
-    return time.process_time() - cpu, time.perf_counter() - wall
+    spent = time.process_time() - cpu, time.perf_counter() - wall
+    await client.aclose()
+    return spent
 
 
 def main() -> None:
@@ -113,7 +135,7 @@ def main() -> None:
                     raise
                 time.sleep(0.1)
         base_url = f"http://127.0.0.1:{port}/v1"
-        results: dict[str, list[float]] = {"plain": [], "private": [], "public": []}
+        results: dict[str, list[float]] = {"httpx2": [], "httpx2+aiohttp": [], "aiohttp": []}
         print(f"load average before: {os.getloadavg()}")
         for round_ in range(args.rounds):
             for kind in results:

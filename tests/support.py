@@ -39,6 +39,27 @@ def wait_until[T](
         time.sleep(interval)
 
 
+def answer_job(*, job_id: str, max_attempts: int, runtime: Any = None) -> str:
+    """`question_answer` as the worker runs it (its runtime unless `runtime` is given), on an
+    event loop of its own, closing the LLM clients the job opened before that loop ends, as the
+    worker does."""
+    from asgiref.sync import async_to_sync
+
+    from questions.answering import question_answer
+    from questions.llm.client import aclose_llm_clients
+    from questions.worker.runtime import WORKER_RUNTIME
+
+    async def run() -> str:
+        try:
+            return await question_answer(
+                job_id=job_id, max_attempts=max_attempts, runtime=runtime or WORKER_RUNTIME
+            )
+        finally:
+            await aclose_llm_clients()
+
+    return async_to_sync(run)()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import aiohttp
 import httpx2
 import openai
 from django.conf import settings
@@ -37,6 +38,7 @@ from questions.llm import transport
 from questions.metrics import LLM_LATENCY, LLM_TOKENS
 
 DEMO_MODEL = "demo (offline, not a real LLM)"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the SDK's, when OPENAI_BASE_URL is not set
 
 tracer = trace.get_tracer(__name__)
 
@@ -91,11 +93,12 @@ class LLMClient(Protocol):
 
 class OpenAIClient:
     """Streamed Chat Completions on the wire the official client speaks (`base_url` reaches
-    Ollama, vLLM, LiteLLM...). One client per event loop: its connection pool is shared by every
-    call. The request goes out through the official client's own HTTP client and its errors are
-    the official ones (so `classify_llm_error` reads them), but the stream is parsed here, taking
-    only the text, the model and the usage: the SDK's per-chunk models cost more CPU than the
-    rest of a job at hundreds of calls in flight."""
+    Ollama, vLLM, LiteLLM...). One client per event loop: its connections
+    (`transport.LLMConnections`, aiohttp) are shared by every call, and `aclose()` closes them
+    before the loop ends. The request is the one the SDK sends and its errors are the SDK's own
+    classes (so `classify_llm_error` reads them), but the stream is parsed here, taking only the
+    text, the model and the usage: the SDK's HTTP stack and per-chunk models cost more CPU than
+    the rest of a job at hundreds of calls in flight (questions/llm/transport.py)."""
 
     system = "openai"
 
@@ -112,24 +115,25 @@ class OpenAIClient:
         # Longest time without content, and longest call in all (see the module docstring).
         self._idle_timeout = timeout
         self._deadline = max(deadline if deadline is not None else timeout, timeout)
-        # The SDK's requests and ours go through this client, on the cheaper transport.
-        self.transport = transport.cheap_transport()
-        self._http = transport.http_client(timeout=timeout, transport=self.transport)
-        self._sdk = openai.AsyncOpenAI(
-            # A local OpenAI-compatible server needs no key, but the client insists on one.
-            api_key=api_key or "not-needed",
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=0,
-            http_client=self._http,
-        )
-        self._url = f"{str(self._sdk.base_url).rstrip('/')}/chat/completions"
+        base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._url = f"{base}/chat/completions"
         self._headers = {
-            "Authorization": f"Bearer {self._sdk.api_key}",
+            # A local OpenAI-compatible server needs no key (the SDK insists on one).
+            "Authorization": f"Bearer {api_key or 'not-needed'}",
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
-            "User-Agent": self._sdk.user_agent,
+            "User-Agent": f"AsyncOpenAI/Python {openai.__version__}",
         }
+        limits = openai.DEFAULT_CONNECTION_LIMITS
+        self.connections = transport.LLMConnections(
+            self._url,
+            limit=limits.max_connections or 0,
+            keepalive=limits.keepalive_expiry or 0.0,
+        )
+
+    async def aclose(self) -> None:
+        """Close its connections (before the event loop that used them ends)."""
+        await self.connections.aclose()
 
     def _body(self, question: str, user: str) -> bytes:
         return json.dumps(
@@ -171,8 +175,6 @@ class OpenAIClient:
         return completion
 
     async def _stream(self, body: bytes, progress: Progress, on_text: TextSink) -> None:
-        http = self._http
-        request = http.build_request("POST", self._url, content=body, headers=self._headers)
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self._deadline
@@ -180,27 +182,30 @@ class OpenAIClient:
             # One timer for both clocks: it fires at the sooner of "OPENAI_TIMEOUT after the last
             # content" and "OPENAI_CALL_DEADLINE after the start", and is moved on by content
             # only. asyncio.timeout_at cancels whatever read is waiting; TimeoutError comes out.
-            async with asyncio.timeout_at(min(started + self._idle_timeout, deadline)) as timer:
-                # Leaving the block (also when the task is cancelled) closes the connection.
-                response = await http.send(request, stream=True)
-                try:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise status_error(response)
-                    # Read to the end (past "[DONE]"), so the connection goes back to the pool.
-                    async for line in response.aiter_lines():
-                        if (
-                            line.startswith("data:")
-                            and (data := line[5:].strip()) != "[DONE]"
-                            and _take(json.loads(data), progress, on_text)
-                        ):
-                            timer.reschedule(min(loop.time() + self._idle_timeout, deadline))
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx2.TimeoutException) as exc:
-            raise openai.APITimeoutError(request=request) from exc
-        except httpx2.TransportError as exc:
-            raise openai.APIConnectionError(request=request) from exc
+            async with (
+                asyncio.timeout_at(min(started + self._idle_timeout, deadline)) as timer,
+                # Leaving the block before the end (also when the task is cancelled) closes
+                # the connection: the provider stops generating.
+                self.connections.post(self._url, body, self._headers) as response,
+            ):
+                if response.status >= 400:
+                    raise status_error(self._request(), response, await response.read())
+                # Read to the end (past "[DONE]"), so the connection goes back to the pool.
+                async for line in response.content:
+                    if (
+                        line.startswith(b"data:")
+                        and (data := line[5:].strip()) != b"[DONE]"
+                        and _take(json.loads(data), progress, on_text)
+                    ):
+                        timer.reschedule(min(loop.time() + self._idle_timeout, deadline))
+        except TimeoutError as exc:
+            raise openai.APITimeoutError(request=self._request()) from exc
+        except aiohttp.ClientError as exc:  # refused, reset, cut mid-stream, a bad status line
+            raise openai.APIConnectionError(request=self._request()) from exc
+
+    def _request(self) -> httpx2.Request:
+        """The request, as the SDK's errors carry it (built only for an error)."""
+        return httpx2.Request("POST", self._url)
 
 
 _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
@@ -214,10 +219,16 @@ _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
 }
 
 
-def status_error(response: httpx2.Response) -> openai.APIStatusError:
-    """The SDK's error for an HTTP error status (read body), built from its public classes as
-    the SDK builds it: the message "Error code: N - <error.message>", `body` the JSON's "error"
-    object (else the JSON, else the text)."""
+def status_error(
+    request: httpx2.Request, raw: aiohttp.ClientResponse, content: bytes
+) -> openai.APIStatusError:
+    """The SDK's error for an HTTP error status, built from its public classes as the SDK
+    builds it: the message "Error code: N - <error.message>", `body` the JSON's "error" object
+    (else the JSON, else the text), `response` an httpx2 response with its status, headers and
+    body (Retry-After and x-request-id are read from it)."""
+    response = httpx2.Response(
+        raw.status, headers=list(raw.headers.items()), content=content, request=request
+    )
     message = f"Error code: {response.status_code}"
     text = response.text.strip()
     body: object = text
@@ -321,6 +332,22 @@ def get_llm_client(level: int = 0) -> LLMClient:
         if client is None:
             client = _clients[level] = _build_client(level)
         return client
+
+
+async def aclose_llm_clients() -> None:
+    """Close the running event loop's clients (and their connections) and forget them: the
+    worker calls it before its loop ends."""
+    global _client_loop
+    loop = asyncio.get_running_loop()
+    with _client_lock:
+        if loop is not _client_loop:
+            return
+        clients = list(_clients.values())
+        _clients.clear()
+        _client_loop = None
+    for client in clients:
+        if isinstance(client, OpenAIClient):
+            await client.aclose()
 
 
 def llm_chain_models() -> list[str]:

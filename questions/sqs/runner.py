@@ -12,7 +12,8 @@ on the network at once without a thread each; the blocking SQS calls go to a sma
 - Stop (`stop()`, from the worker's SIGTERM/SIGINT; again changes nothing): call `on_stop` on
   the loop (the handler hands back jobs that have not started), stop receiving, give back what
   arrived after it (a long poll in flight at the stop is waited for), then wind down: `run()`
-  returns False if jobs were still running at the end of the grace period.
+  returns False if jobs were still running at the end of the grace period. `on_loop_end` runs
+  on the loop after its last job, before the loop closes (the handler's connections).
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ class Runner(Intake, Upkeep):
         shutdown_timeout: float = 30.0,
         alive_file: str | None = None,
         on_stop: Callable[[], None] | None = None,
+        on_loop_end: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.consumer = consumer
         self.on_stop = on_stop  # on the loop at the stop: lets go of what has not started
+        self.on_loop_end = on_loop_end  # on the loop after the last job: closes what it opened
         self.alive = AliveFile(alive_file)
         self.handler = handler
         self.concurrency = concurrency
@@ -105,6 +108,11 @@ class Runner(Intake, Upkeep):
                 finished.set()
             if self._jobs:  # cut off by the grace period: let them end on their own
                 loop.run_until_complete(asyncio.wait(self._jobs))
+            if self.on_loop_end is not None:
+                try:
+                    loop.run_until_complete(self.on_loop_end())
+                except Exception:
+                    logger.exception("the loop-end hook failed")
             loop.close()
 
         self._loop = loop

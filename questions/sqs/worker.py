@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -67,6 +67,7 @@ class Worker:
         chores: Sequence[Chore] = (),
         alive_file: str | None = None,
         on_stop: Callable[[], None] | None = None,
+        on_loop_end: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.concurrency = concurrency
@@ -86,6 +87,7 @@ class Worker:
             shutdown_timeout=shutdown_timeout,
             alive_file=alive_file,
             on_stop=on_stop,
+            on_loop_end=on_loop_end,
         )
         self.chores = ChoreThread(chores)
         self._stopping = False

@@ -723,6 +723,7 @@ class FakeLLM:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
+        self._connections_opened = 0
         # configuration
         self._latency = self._default_latency
         self._answer: str | None = None
@@ -810,6 +811,7 @@ class FakeLLM:
     def _register_connection(self, sock: socket.socket) -> None:
         with self._cond:
             self._connections.add(sock)
+            self._connections_opened += 1
             if self._stopping.is_set():
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -910,6 +912,7 @@ class FakeLLM:
             self._calls = 0
             self._calls_by_model = {}
             self._cut_streams = 0
+            self._connections_opened = 0
             self._requests = []
             self._call_log = []
             self._max_in_flight = self._in_flight
@@ -934,6 +937,18 @@ class FakeLLM:
         """Streamed answers the client stopped reading before the end (it went away)."""
         with self._cond:
             return self._cut_streams
+
+    @property
+    def connections_opened(self) -> int:
+        """TCP connections clients opened to it (kept-alive ones are counted once)."""
+        with self._cond:
+            return self._connections_opened
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open now (idle kept-alive ones included)."""
+        with self._cond:
+            return len(self._connections)
 
     @property
     def requests(self) -> list[dict[str, Any]]:

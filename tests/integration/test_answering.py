@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import timedelta
-from functools import partial
 
 import pytest
 import redis
@@ -28,12 +27,13 @@ from questions.llm.client import Completion
 from questions.models import Question
 from questions.sqs.exceptions import DeadLetter, RetryLater
 from questions.worker.coalesce import Coalescer
-from questions.worker.runtime import WORKER_RUNTIME, WorkerRuntime
+from questions.worker.runtime import WorkerRuntime
 from tests.factories import QuestionFactory, reloaded
+from tests.support import answer_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-answer = async_to_sync(partial(question_answer, runtime=WORKER_RUNTIME))
+answer = answer_job
 
 
 def test_a_queued_job_is_answered_once_and_a_second_delivery_is_a_duplicate(user, fake_llm):

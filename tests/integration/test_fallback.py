@@ -7,28 +7,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
-from functools import partial
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Sum
 from prometheus_client import REGISTRY
 
 from config.env import FallbackModel, parse_fallback_models
-from questions.answering import question_answer
 from questions.llm.client import reset_llm_client
 from questions.models import LLMCall, Question
 from questions.pricing import completion_cost, worst_case_cost
 from questions.sqs.exceptions import RetryLater
-from questions.worker.runtime import WORKER_RUNTIME
 from tests.factories import QuestionFactory, ask, reloaded
 from tests.fakes.llm_server import FakeLLM
-from tests.support import api_ask
+from tests.support import answer_job, api_ask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-answer = async_to_sync(partial(question_answer, runtime=WORKER_RUNTIME))
+answer = answer_job
 PRIMARY = "gpt-4o-mini"
 FALLBACK = "backup-model"
 PRICES = {

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from decimal import Decimal
-from functools import partial
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -19,18 +18,18 @@ from prometheus_client import REGISTRY
 from questions.answering import question_answer
 from questions.limits import user_spend_since, utc_day_start
 from questions.live.streams import stream_key
-from questions.llm.client import estimate_tokens
+from questions.llm.client import aclose_llm_clients, estimate_tokens
 from questions.models import LLMCall, Question
 from questions.pricing import completion_cost, worst_case_cost
 from questions.selectors import user_spend_list
 from questions.sqs.exceptions import RetryLater
 from questions.worker.runtime import WORKER_RUNTIME
 from tests.factories import QuestionFactory, ask, reloaded
-from tests.support import api_ask, assert_json_error
+from tests.support import answer_job, api_ask, assert_json_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-answer = async_to_sync(partial(question_answer, runtime=WORKER_RUNTIME))
+answer = answer_job
 MODEL = "gpt-4o-mini"
 LONG_ANSWER = " ".join(f"word{n}" for n in range(200))
 
@@ -119,6 +118,7 @@ def test_a_call_cut_off_by_the_worker_stopping_is_recorded_at_its_partial_usage(
         job.cancel()  # what the worker does to a job it cannot wait for when stopping
         with pytest.raises(asyncio.CancelledError):
             await job
+        await aclose_llm_clients()
 
     async_to_sync(run_then_stop)()
 
@@ -143,7 +143,10 @@ def test_a_stopped_job_records_its_cut_call_as_cancelled(user, fake_llm, setting
             await asyncio.sleep(0.05)
         response = await asyncio.to_thread(api.post, f"/api/questions/{question.pk}/cancel")
         assert response.status_code == 202, response.content
-        return await job
+        try:
+            return await job
+        finally:
+            await aclose_llm_clients()
 
     assert async_to_sync(run_and_stop)() == "cancelled"
     row = LLMCall.objects.get(question=question)

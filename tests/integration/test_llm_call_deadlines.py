@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from functools import partial
 from typing import Any
 
 import openai
 import pytest
-from asgiref.sync import async_to_sync
 
-from questions.answering import question_answer
-from questions.llm.client import Progress, get_llm_client, reset_llm_client
+from questions.llm.client import Progress, aclose_llm_clients, get_llm_client, reset_llm_client
 from questions.llm.errors import classify_llm_error
 from questions.models import Question
 from questions.sqs.exceptions import RetryLater
-from questions.worker.runtime import WORKER_RUNTIME
 from tests.factories import QuestionFactory, reloaded
+from tests.support import answer_job
 
 IDLE = 1.0  # OPENAI_TIMEOUT: seconds without content
 DEADLINE = 3.0  # OPENAI_CALL_DEADLINE: seconds in all
@@ -39,9 +36,12 @@ def call() -> tuple[float, Progress, BaseException | None]:
     progress = Progress()
 
     async def run() -> None:
-        await get_llm_client().complete(
-            "Well?", user="u", progress=progress, on_text=lambda _: None
-        )
+        try:
+            await get_llm_client().complete(
+                "Well?", user="u", progress=progress, on_text=lambda _: None
+            )
+        finally:
+            await aclose_llm_clients()
 
     started = time.monotonic()
     try:
@@ -95,7 +95,7 @@ def test_a_job_whose_call_stalls_on_keepalives_is_retried_and_then_answered(user
     clocks.configure(answer="one two three")
     clocks.enqueue({"keepalive": 30, "keepalive_interval": 0.2, "keepalive_after": 1})
     question = QuestionFactory(owner=user)
-    answer = async_to_sync(partial(question_answer, runtime=WORKER_RUNTIME))
+    answer = answer_job
 
     started = time.monotonic()
     with pytest.raises(RetryLater) as retry:

@@ -1,45 +1,63 @@
-"""The LLM client's transport, on public APIs only: its calls really go through
-`CheapIdleCheckTransport` (a refactor that drops it fails here), and an HTTP error status comes
-out as the same `openai` error class, so `classify_llm_error` reads it as it reads the SDK's."""
+"""The LLM client's transport, on public APIs only: its calls really go through aiohttp
+(`LLMConnections`; a refactor that drops it fails here), connections are kept alive and closed
+with the loop, a call cut off closes its connection, and an HTTP error status comes out as the
+same `openai` error class, so `classify_llm_error` reads it as it reads the SDK's."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
-from questions.llm.client import OpenAIClient, Progress, get_llm_client
+from questions.llm.client import OpenAIClient, Progress, aclose_llm_clients, get_llm_client
 from questions.llm.errors import classify_llm_error
-from questions.llm.transport import CheapIdleCheckBackend, CheapIdleCheckTransport
+from questions.llm.transport import LLMConnections, env_proxy
 
 
-def test_calls_go_through_the_cheap_idle_check_transport(fake_llm: Any) -> None:
-    async def run() -> tuple[OpenAIClient, list[str]]:
+def wait_until(condition: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_calls_go_through_aiohttp_and_close_with_the_loop(fake_llm: Any) -> None:
+    async def run() -> tuple[list[str], int, bool]:
         client = get_llm_client()
         assert isinstance(client, OpenAIClient)
+        assert isinstance(client.connections, LLMConnections)
         texts = []
         for index in range(5):
             progress = Progress()
             await client.complete(f"Q{index}?", user="u", progress=progress, on_text=lambda _: None)
             texts.append("".join(progress.parts))
-        # Concurrent calls open more connections, each through the backend.
+        # Concurrent calls open more connections.
         await asyncio.gather(
             *(
                 client.complete("Q?", user="u", progress=Progress(), on_text=lambda _: None)
                 for _ in range(3)
             )
         )
-        return client, texts
+        session = client.connections.session
+        assert isinstance(session, aiohttp.ClientSession)
+        requests = client.connections.requests
+        await aclose_llm_clients()
+        return texts, requests, session.closed
 
-    client, texts = asyncio.run(run())
+    texts, requests, closed = asyncio.run(run())
     assert texts == [f"Answer to: Q{index}?" for index in range(5)]
-    assert isinstance(client.transport, CheapIdleCheckTransport)
-    assert isinstance(client.transport.backend, CheapIdleCheckBackend)
-    assert client.transport.requests == 8 == fake_llm.calls
+    assert requests == 8 == fake_llm.calls
     # Kept-alive connections are reused: the five sequential calls share one.
-    assert 1 <= client.transport.backend.connections <= 4
+    assert 1 <= fake_llm.connections_opened <= 4
+    # Closing the clients closed the connections (the server sees them go).
+    assert closed
+    assert wait_until(lambda: fake_llm.open_connections == 0)
 
 
 def test_a_second_wave_of_calls_reuses_the_first_waves_connections(fake_llm: Any) -> None:
@@ -48,9 +66,8 @@ def test_a_second_wave_of_calls_reuses_the_first_waves_connections(fake_llm: Any
     wave = 150
     fake_llm.configure(latency=0.5)  # the calls of a wave overlap: one connection each
 
-    async def run() -> tuple[int, int]:
+    async def run() -> list[int]:
         client = get_llm_client()
-        assert isinstance(client, OpenAIClient)
         opened = []
         for _ in range(2):
             await asyncio.gather(
@@ -59,14 +76,59 @@ def test_a_second_wave_of_calls_reuses_the_first_waves_connections(fake_llm: Any
                     for _ in range(wave)
                 )
             )
-            opened.append(client.transport.backend.connections)
-        return opened[0], opened[1]
+            opened.append(fake_llm.connections_opened)
+        await aclose_llm_clients()
+        return opened
 
     first, both = asyncio.run(run())
     assert fake_llm.calls == 2 * wave
     assert fake_llm.max_in_flight == wave
     assert first == wave
     assert both == first
+
+
+def test_a_call_cut_off_mid_stream_closes_its_connection(fake_llm: Any) -> None:
+    """A Stop cancels the call's task while the answer streams: the connection is closed, not
+    put back in the pool (the provider stops generating), and the next call opens a new one."""
+    fake_llm.configure(answer="one two three four five six", stream_interval=0.3)
+
+    async def run() -> str:
+        client = get_llm_client()
+        progress = Progress()
+        first_word = asyncio.Event()
+        call = asyncio.create_task(
+            client.complete("Q?", user="u", progress=progress, on_text=lambda _: first_word.set())
+        )
+        await asyncio.wait_for(first_word.wait(), 5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        fake_llm.configure(stream_interval=0.0)
+        after = Progress()
+        await client.complete("Again?", user="u", progress=after, on_text=lambda _: None)
+        await aclose_llm_clients()
+        return "".join(after.parts)
+
+    assert asyncio.run(run()) == "one two three four five six"
+    assert wait_until(lambda: fake_llm.cut_streams == 1)
+    assert fake_llm.calls == 2
+    assert fake_llm.connections_opened == 2
+
+
+@pytest.mark.parametrize("proxy_env", ["HTTP_PROXY", "ALL_PROXY"])
+def test_the_proxy_comes_from_the_environment(monkeypatch: Any, proxy_env: str) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    url = "http://llm.internal:8000/v1/chat/completions"
+    assert env_proxy(url) is None
+    monkeypatch.setenv(proxy_env, "http://proxy.internal:3128")
+    assert env_proxy(url) == "http://proxy.internal:3128"
+    assert env_proxy("https://api.openai.com/v1") == (
+        "http://proxy.internal:3128" if proxy_env == "ALL_PROXY" else None
+    )
+    monkeypatch.setenv("NO_PROXY", "llm.internal")
+    assert env_proxy(url) is None
 
 
 def sdk_error(fake: Any, item: dict[str, Any]) -> openai.OpenAIError:
@@ -83,7 +145,10 @@ def client_error(fake: Any, item: dict[str, Any]) -> openai.OpenAIError:
     fake.enqueue(item)
 
     async def run() -> None:
-        await get_llm_client().complete("Hi?", user="u", progress=Progress(), on_text=print)
+        try:
+            await get_llm_client().complete("Hi?", user="u", progress=Progress(), on_text=print)
+        finally:
+            await aclose_llm_clients()
 
     with pytest.raises(openai.OpenAIError) as raised:
         asyncio.run(run())

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from questions.llm.client import aclose_llm_clients
 from questions.models import Question
 from questions.services import question_create, question_enqueue, questions_requeue
 from questions.sqs.client import get_sqs_client
@@ -47,7 +48,11 @@ def sqs_calls(operation: str) -> Iterator[list[dict[str, Any]]]:
 
 
 def make_worker(queues: Any, **options: Any) -> Worker:
-    defaults: dict[str, Any] = {"wait_time": 1, "visibility_timeout": 10}
+    defaults: dict[str, Any] = {
+        "wait_time": 1,
+        "visibility_timeout": 10,
+        "on_loop_end": aclose_llm_clients,  # as run_sqs_worker does
+    }
     return Worker(queue_name=queues.name, dlq_name=queues.dlq_name, **(defaults | options))
 
 

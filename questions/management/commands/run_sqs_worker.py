@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from prometheus_client import start_http_server
 
 from config.telemetry import configure_telemetry
+from questions.llm.client import aclose_llm_clients
 from questions.management.commands._options import int_range, non_negative_float
 from questions.sqs.worker import Worker, flush_and_exit, restore_signal_handlers
 from questions.worker.chores import oldest_queued_chore, queue_depth_chore, requeue_chore
@@ -136,6 +137,7 @@ class Command(BaseCommand):
             shutdown_timeout=options["shutdown_timeout"],
             alive_file=options["alive_file"],
             on_stop=hand_back_unstarted,
+            on_loop_end=aclose_llm_clients,
             chores=[
                 requeue_chore(options["requeue_interval"], options["queue"]),
                 queue_depth_chore(options["queue"]),
