@@ -322,13 +322,14 @@ async def stash_put(
     the answer finished from the stash is not written to the ledger twice."""
     if not _stash_breaker.available():
         return
+    key, value = _stash_key(job_id), _stash_value(attempt, completion, call_id)
     try:
-        async with _gate():
-            await async_redis().set(
-                _stash_key(job_id), _stash_value(attempt, completion, call_id), ex=_STASH_TTL
-            )
-    except Exception as exc:
-        _stash_breaker.failed(exc)
+        # With the other jobs' writes of this turn of the loop (a wave's calls end together).
+        (result,) = await _round_trip(lambda pipe: pipe.set(key, value, ex=_STASH_TTL))
+    except Exception as exc:  # Redis unreachable
+        result = exc
+    if isinstance(result, Exception):
+        _stash_breaker.failed(result)
     else:
         _stash_breaker.succeeded()
 
