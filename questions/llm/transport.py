@@ -4,8 +4,8 @@ Why aiohttp and not the SDK's own httpx2 client: a worker makes hundreds of stre
 once, and the HTTP stack's CPU per call is most of a job's. aiohttp parses HTTP and splits the
 stream into lines in C; httpx2 and httpcore2 do both in Python, and httpcore2's pool checks every
 idle connection before every request. `bench/llm_client_cpu.py`, 2,000 streamed calls at
-concurrency 512: 0.29 ms of CPU per call here, against 1.7 ms through httpx2 with a cheaper idle
-check and 2.4 ms through the SDK's default client (bench/RESULTS.md). The client still raises the
+concurrency 512: 0.3–0.4 ms of CPU per call here, against 1.7 ms through the httpcore2 pool this
+replaced and 2.4–3.2 ms through the SDK's default client (bench/RESULTS.md). The client still raises the
 SDK's own error classes (`questions.llm.client`), so `classify_llm_error` reads them as before.
 
 `LLMConnections` belongs to one event loop: its session is made on the loop's first call and

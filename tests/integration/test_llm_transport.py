@@ -6,28 +6,38 @@ same `openai` error class, so `classify_llm_error` reads it as it reads the SDK'
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
 
-from questions.llm.client import OpenAIClient, Progress, aclose_llm_clients, get_llm_client
+from questions.llm.client import (
+    OpenAIClient,
+    Progress,
+    aclose_llm_clients,
+    get_llm_client,
+    reset_llm_client,
+)
 from questions.llm.errors import classify_llm_error
 from questions.llm.transport import LLMConnections, env_proxy
+from tests.fakes.llm_server import FakeLLM
+from tests.support import wait_until
 
 
-def wait_until(condition: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+@pytest.fixture
+def own_fake_llm(settings: Any) -> Iterator[FakeLLM]:
+    """A fake LLM server of this test's own: the connections it counts are this test's only."""
+    with FakeLLM() as fake:
+        settings.OPENAI_BASE_URL = fake.base_url
+        settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
+        reset_llm_client()
+        yield fake
+    reset_llm_client()
 
 
-def test_calls_go_through_aiohttp_and_close_with_the_loop(fake_llm: Any) -> None:
+def test_calls_go_through_aiohttp_and_close_with_the_loop(own_fake_llm: FakeLLM) -> None:
     async def run() -> tuple[list[str], int, bool]:
         client = get_llm_client()
         assert isinstance(client, OpenAIClient)
@@ -52,12 +62,12 @@ def test_calls_go_through_aiohttp_and_close_with_the_loop(fake_llm: Any) -> None
 
     texts, requests, closed = asyncio.run(run())
     assert texts == [f"Answer to: Q{index}?" for index in range(5)]
-    assert requests == 8 == fake_llm.calls
+    assert requests == 8 == own_fake_llm.calls
     # Kept-alive connections are reused: the five sequential calls share one.
-    assert 1 <= fake_llm.connections_opened <= 4
+    assert 1 <= own_fake_llm.connections_opened <= 4
     # Closing the clients closed the connections (the server sees them go).
     assert closed
-    assert wait_until(lambda: fake_llm.open_connections == 0)
+    wait_until(lambda: own_fake_llm.open_connections == 0, what="the server to see them closed")
 
 
 def test_a_second_wave_of_calls_reuses_the_first_waves_connections(fake_llm: Any) -> None:
@@ -110,7 +120,7 @@ def test_a_call_cut_off_mid_stream_closes_its_connection(fake_llm: Any) -> None:
         return "".join(after.parts)
 
     assert asyncio.run(run()) == "one two three four five six"
-    assert wait_until(lambda: fake_llm.cut_streams == 1)
+    wait_until(lambda: fake_llm.cut_streams == 1, what="the cut stream")
     assert fake_llm.calls == 2
     assert fake_llm.connections_opened == 2
 
