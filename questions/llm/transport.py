@@ -5,8 +5,9 @@ once, and the HTTP stack's CPU per call is most of a job's. aiohttp parses HTTP 
 stream into lines in C; httpx2 and httpcore2 do both in Python, and httpcore2's pool checks every
 idle connection before every request. `bench/llm_client_cpu.py`, 2,000 streamed calls at
 concurrency 512: 0.3–0.4 ms of CPU per call here, against 1.7 ms through the httpcore2 pool this
-replaced and 2.4–3.2 ms through the SDK's default client (bench/RESULTS.md). The client still raises the
-SDK's own error classes (`questions.llm.client`), so `classify_llm_error` reads them as before.
+replaced and 2.4–3.2 ms through the SDK's default client (bench/RESULTS.md). The client still
+raises the SDK's own error classes (`questions.llm.client`), so `classify_llm_error` reads them
+as before.
 
 `LLMConnections` belongs to one event loop: its session is made on the loop's first call and
 closed by `aclose()` before the loop ends. It keeps every connection it opened alive until it has
