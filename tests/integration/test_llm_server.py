@@ -21,6 +21,7 @@ import openai
 import pytest
 
 from tests.fakes.llm_server import FakeLLM
+from tests.support import wait_until
 
 MODEL = "gpt-4o-mini"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -440,6 +441,8 @@ def test_keepalive_stall_responder_and_call_log() -> None:
             with pytest.raises(openai.InternalServerError):
                 ask(client, "scripted")
             assert ask(client, "plain") == "Answer to: plain"
+        # The client has the whole answer a moment before the handler notes its end.
+        wait_until(lambda: fake.in_flight == 0, what="the calls' ends in the log")
         log = fake.call_log
 
     # The role chunk (no text), then comment lines only, then the answer.
