@@ -17,10 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from questions.runtime import JobRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +42,7 @@ def wait_until[T](
         time.sleep(interval)
 
 
-def answer_job(*, job_id: str, max_attempts: int, runtime: Any = None) -> str:
+def answer_job(*, job_id: str, max_attempts: int, runtime: JobRuntime | None = None) -> str:
     """`question_answer` as the worker runs it (its runtime unless `runtime` is given), on an
     event loop of its own, closing the LLM clients the job opened before that loop ends, as the
     worker does."""
