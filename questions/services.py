@@ -14,7 +14,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from django.conf import settings
-from django.contrib.postgres.functions import TransactionNow
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q, Value
@@ -33,6 +32,7 @@ from questions.live.streams import stream_append_sync
 from questions.llm.client import Completion
 from questions.llm.text import storable_text
 from questions.models import LLMCall, Question
+from questions.webhooks.models import WebhookEndpoint
 from questions.webhooks.services import webhook_events_record, webhook_events_record_many
 
 if TYPE_CHECKING:
@@ -268,40 +268,45 @@ def question_claim(*, question_id: uuid.UUID, lease_seconds: float) -> Claim:
 def questions_claim(
     *, question_ids: Sequence[uuid.UUID], lease_seconds: float
 ) -> dict[uuid.UUID, Claim]:
-    """`question_claim` for a batch (a receive batch's jobs): one UPDATE and one SELECT in one
-    transaction, whose `Now()` is then one instant, so the rows this UPDATE claimed are the ones
-    whose `started_at` equals it. On SQLite (no transaction-wide clock) one job at a time."""
+    """`question_claim` for a batch (a receive batch's jobs). On PostgreSQL one statement,
+    `UPDATE … RETURNING` (atomic on its own, so no transaction around it): the rows it returns
+    are the ones it claimed, with the database's clock; only ids it did not claim (a duplicate
+    delivery, a job under another worker's live lease, a deleted job: rare) are looked up by a
+    second query. On SQLite one job at a time."""
     ids = list(dict.fromkeys(question_ids))
     if connection.vendor != "postgresql":
         return {pk: question_claim(question_id=pk, lease_seconds=lease_seconds) for pk in ids}
-    with transaction.atomic():
-        Question.objects.filter(pk__in=ids).filter(
-            Q(status=Status.QUEUED) | Q(status=Status.RUNNING, claim_expires_at__lt=Now())
-        ).update(
-            status=Status.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=TransactionNow(),
-            claim_expires_at=TransactionNow() + timedelta(seconds=lease_seconds),
-        )
-        rows = {
-            q.pk: q for q in Question.objects.filter(pk__in=ids).annotate(db_now=TransactionNow())
-        }
+    claimed = Question.objects.raw(
+        _CLAIM_SQL.format(questions=Question._meta.db_table),
+        [Status.RUNNING, lease_seconds, ids, Status.QUEUED, Status.RUNNING],
+    )
     claims: dict[uuid.UUID, Claim] = {}
-    for pk in ids:
-        question = rows.get(pk)
-        if question is None:
-            claims[pk] = Claim(question=None, current=None)
-        elif question.status == Status.RUNNING and question.started_at == question.db_now:
-            if question.enqueued_at is not None:
-                wait = (question.db_now - question.enqueued_at).total_seconds()
-                metrics.QUEUE_WAIT.observe(max(wait, 0.0))
-            claims[pk] = Claim(question=question, current=None)
-        else:
+    for question in cast("Iterator[ClaimedQuestion]", iter(claimed)):
+        if question.enqueued_at is not None:
+            wait = (question.db_now - question.enqueued_at).total_seconds()
+            metrics.QUEUE_WAIT.observe(max(wait, 0.0))
+        claims[question.pk] = Claim(question=question, current=None)
+    others = [pk for pk in ids if pk not in claims]
+    if others:
+        rows = {q.pk: q for q in Question.objects.filter(pk__in=others).annotate(db_now=Now())}
+        for pk in others:
+            current = rows.get(pk)
             retry_in = 0.0
-            if question.claim_expires_at is not None:
-                retry_in = max((question.claim_expires_at - question.db_now).total_seconds(), 0.0)
-            claims[pk] = Claim(question=None, current=question, retry_in=retry_in)
-    return claims
+            if current is not None and current.claim_expires_at is not None:
+                retry_in = max((current.claim_expires_at - current.db_now).total_seconds(), 0.0)
+            claims[pk] = Claim(question=None, current=current, retry_in=retry_in)
+    return {pk: claims[pk] for pk in ids}
+
+
+# Takes the queued jobs among the ids, and the running ones whose lease lapsed, on the
+# database's clock; returns each row it took with that clock (`db_now`).
+_CLAIM_SQL = """
+UPDATE {questions}
+SET status = %s, attempts = attempts + 1, started_at = now(),
+    claim_expires_at = now() + make_interval(secs => %s)
+WHERE id = ANY(%s) AND (status = %s OR (status = %s AND claim_expires_at < now()))
+RETURNING *, now() AS db_now
+"""
 
 
 def questions_extend_leases(*, question_ids: list[uuid.UUID], lease_seconds: float) -> int:
@@ -393,8 +398,9 @@ def questions_succeed(*, items: Sequence[PaidAnswer]) -> list[bool]:
 
     On PostgreSQL one statement inserts the ledger rows (a row already written, an answer
     stored again from the stash, is not costed twice) and stores the answers with the new rows'
-    cost; a second UPDATE adds the cost of the rare answers whose claim was lost; one SELECT
-    finds the owners' webhook endpoints. On SQLite (`make run`) each answer is written in turn
+    cost, and tells which owners have an active webhook endpoint; a second UPDATE adds the cost
+    of the rare answers whose claim was lost; the webhook events of those owners' jobs are
+    recorded (questions.webhooks). On SQLite (`make run`) each answer is written in turn
     with ORM statements, in the same one transaction. Stored answers are mirrored on their
     Question (as the row holds them). The job cache is not written: the caller writes it once
     this commits (a succeeded job is final, so nothing can make the cached row stale)."""
@@ -404,16 +410,16 @@ def questions_succeed(*, items: Sequence[PaidAnswer]) -> list[bool]:
     now = timezone.now()
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            stored = _succeed_postgresql(items, completions, now)
+            stored, notify = _succeed_postgresql(items, completions, now)
         else:
-            stored = _succeed_each(items, completions, now)
+            stored = notify = _succeed_each(items, completions, now)
         for item, completion in zip(items, completions, strict=True):
             if item.call_id in stored:
                 # The row now holds exactly these values: mirror them instead of reading it back.
                 for name, value in _succeeded_fields(completion, now).items():
                     setattr(item.question, name, value)
         webhook_events_record_many(
-            questions=[item.question for item in items if item.call_id in stored]
+            questions=[item.question for item in items if item.call_id in notify]
         )
     for item in items:
         question = item.question
@@ -468,9 +474,10 @@ def _succeed_each(
 
 def _succeed_postgresql(
     items: Sequence[PaidAnswer], completions: Sequence[Completion], now: datetime
-) -> set[uuid.UUID]:
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """`questions_succeed`'s writes in one statement (and one more for the cost of answers whose
-    claim was lost): the call ids whose answer is stored."""
+    claim was lost): the call ids whose answer is stored, and those of them whose owner has an
+    active webhook endpoint."""
     rows = [
         llm_call_row(
             call_id=item.call_id,
@@ -480,33 +487,40 @@ def _succeed_postgresql(
         )
         for item, completion in zip(items, completions, strict=True)
     ]
-    values: list[Any] = []
+    columns: list[list[Any]] = [[] for _ in range(11)]
     for item, completion, row in zip(items, completions, rows, strict=True):
-        values += [
-            item.call_id,
-            item.question.pk,
-            item.question.attempts,
-            completion.text,
-            completion.model,
-            completion.prompt_tokens,
-            completion.completion_tokens,
-            row.user_id,
-            row.fallback_level,
-            row.model,
-            row.cost,
-        ]
-    value_rows = ", ".join([_SUCCEED_VALUES_ROW] * len(items))
+        for column, value in zip(
+            columns,
+            (
+                item.call_id,
+                item.question.pk,
+                item.question.attempts,
+                completion.text,
+                completion.model,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                row.user_id,
+                row.fallback_level,
+                row.model,
+                row.cost,
+            ),
+            strict=True,
+        ):
+            column.append(value)
     sql = _SUCCEED_SQL.format(
-        values=value_rows, ledger=LLMCall._meta.db_table, questions=Question._meta.db_table
+        ledger=LLMCall._meta.db_table,
+        questions=Question._meta.db_table,
+        endpoints=WebhookEndpoint._meta.db_table,
     )
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
-            [*values, LLMCall.Outcome.SUCCEEDED, now, Status.SUCCEEDED, now, Status.RUNNING],
+            [*columns, LLMCall.Outcome.SUCCEEDED, now, Status.SUCCEEDED, now, Status.RUNNING],
         )
         results = cursor.fetchall()
-    recorded = {call_id for call_id, is_new, _ in results if is_new}
-    stored = {call_id for call_id, _, is_stored in results if is_stored}
+    recorded = {call_id for call_id, is_new, _, _ in results if is_new}
+    stored = {call_id for call_id, _, is_stored, _ in results if is_stored}
+    notify = {call_id for call_id, _, _, hooked in results if hooked}
     # A lost claim's call was paid all the same: its cost goes on the job (rare; the same job
     # may come twice, from two attempts).
     lost_cost: dict[uuid.UUID, Decimal] = defaultdict(Decimal)
@@ -520,20 +534,20 @@ def _succeed_postgresql(
     for item, row in zip(items, rows, strict=True):
         if item.call_id in recorded:
             llm_call_recorded(question=item.question, row=row)
-    return stored
+    return stored, notify
 
 
-# One answer of `_SUCCEED_SQL`, typed (the VALUES list takes its column types from them).
-_SUCCEED_VALUES_ROW = (
-    "(%s::uuid, %s::uuid, %s::integer, %s::text, %s::varchar, %s::integer, %s::integer,"
-    " %s::bigint, %s::smallint, %s::varchar, %s::numeric)"
-)
-# The ledger rows inserted (a row already there is left alone: its call was costed), then the
-# answers stored where the claim holds, with the cost of the rows just inserted; returns per
-# call whether its row is new and whether its answer is stored.
+# The answers as columns (one array each, so the statement's text is the same for every batch
+# size: psycopg parses it once); the ledger rows inserted (a row already there is left alone:
+# its call was costed), then the answers stored where the claim holds, with the cost of the rows
+# just inserted. Returns per call whether its row is new, whether its answer is stored, and
+# whether its owner has an active webhook endpoint (so the usual batch needs no other query).
 _SUCCEED_SQL = """
 WITH v (call_id, question_id, attempts, answer, model, prompt_tokens, completion_tokens,
-        user_id, fallback_level, call_model, cost) AS (VALUES {values}),
+        user_id, fallback_level, call_model, cost) AS (
+    SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::integer[], %s::text[], %s::varchar[],
+        %s::integer[], %s::integer[], %s::bigint[], %s::smallint[], %s::varchar[], %s::numeric[])
+),
 recorded AS (
     INSERT INTO {ledger} AS l (id, question_id, user_id, model, fallback_level, attempt,
         outcome, prompt_tokens, completion_tokens, cost, created_at)
@@ -551,9 +565,12 @@ stored AS (
         cost = CASE WHEN recorded.id IS NULL THEN q.cost ELSE COALESCE(q.cost, 0) + v.cost END
     FROM v LEFT JOIN recorded ON recorded.id = v.call_id
     WHERE q.id = v.question_id AND q.status = %s AND q.attempts = v.attempts
-    RETURNING v.call_id
+    RETURNING v.call_id, EXISTS (
+        SELECT 1 FROM {endpoints} AS e WHERE e.owner_id = q.owner_id AND e.is_active
+    ) AS hooked
 )
-SELECT v.call_id, recorded.id IS NOT NULL, stored.call_id IS NOT NULL
+SELECT v.call_id, recorded.id IS NOT NULL, stored.call_id IS NOT NULL,
+    COALESCE(stored.hooked, FALSE)
 FROM v
 LEFT JOIN recorded ON recorded.id = v.call_id
 LEFT JOIN stored ON stored.call_id = v.call_id

@@ -7,6 +7,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from questions.llm.client import Completion
@@ -100,15 +102,42 @@ def test_claiming_a_job_that_does_not_exist_gets_nothing():
 def test_a_batch_claim_takes_the_free_jobs_and_reports_on_the_others():
     free = QuestionFactory()
     leased = running(claim_expires_at=timezone.now() + timedelta(minutes=5))
-    missing = "00000000-0000-4000-8000-000000000000"
+    lapsed = running(claim_expires_at=timezone.now() - timedelta(seconds=1))
+    done = QuestionFactory(status=Status.SUCCEEDED)
+    missing = uuid.UUID("00000000-0000-4000-8000-000000000000")
 
-    claims = questions_claim(question_ids=[free.pk, leased.pk, missing, free.pk], lease_seconds=30)
+    claims = questions_claim(
+        question_ids=[free.pk, leased.pk, missing, free.pk, lapsed.pk, done.pk], lease_seconds=30
+    )
 
-    assert list(claims) == [free.pk, leased.pk, missing]
-    assert claims[free.pk].question is not None
+    assert list(claims) == [free.pk, leased.pk, missing, lapsed.pk, done.pk]
+    taken = claims[free.pk].question
+    assert taken is not None and claims[free.pk].current is None
+    assert (taken.status, taken.attempts, taken.text) == (Status.RUNNING, 1, free.text)
+    # The row as the claim left it, with the database's clock at the claim.
+    assert taken.started_at == taken.db_now
+    assert taken.claim_expires_at == taken.db_now + timedelta(seconds=30)
+    assert reloaded(free).claim_expires_at == taken.claim_expires_at
     assert claims[leased.pk].question is None and claims[leased.pk].retry_in > 60
+    assert claims[leased.pk].current is not None
+    assert claims[leased.pk].current.status == Status.RUNNING
+    assert claims[lapsed.pk].question is not None
+    assert reloaded(lapsed).attempts == lapsed.attempts + 1
+    assert claims[done.pk].question is None
+    assert claims[done.pk].current is not None and claims[done.pk].current.is_finished
     assert (claims[missing].question, claims[missing].current) == (None, None)
     assert reloaded(free).attempts == 1
+
+
+def test_a_batch_of_free_jobs_is_claimed_in_one_statement():
+    jobs = [QuestionFactory() for _ in range(5)]
+
+    with CaptureQueriesContext(connection) as queries:
+        claims = questions_claim(question_ids=[job.pk for job in jobs], lease_seconds=30)
+
+    assert len(queries.captured_queries) == 1
+    assert all(claims[job.pk].question is not None for job in jobs)
+    assert Question.objects.filter(status=Status.RUNNING, attempts=1).count() == 5
 
 
 def test_extending_leases_touches_only_running_jobs():
