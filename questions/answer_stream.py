@@ -10,7 +10,8 @@ failing live stream (an entry Redis refuses, say) never stops paid answers from 
   with the job's cache entry when one is given (`questions.cache.CacheWrite`, under the cache's
   own breaker) in the same pipeline: one round trip to end a job.
   Each attempt starts with a `reset` entry, so that watchers drop an earlier attempt's partial
-  text; `end` is written only for a final status (a watcher stops reading at `end`).
+  text (sent without holding up the call: the attempt's later writes wait for it); `end` is
+  written only for a final status (a watcher stops reading at `end`).
 - The writes that jobs ask for in one turn of the event loop go to Redis in one pipeline
   (`_round_trip`): the jobs of a receive batch start together, and jobs whose calls end together
   settle and finish together, so a wave of jobs costs a few round trips, not three per job. Each
@@ -168,11 +169,21 @@ class LiveAnswer:
         # A flush due, started on the loop's next turn: a call that ends meanwhile (the last
         # pieces of a stream often come in one read) sends its text with the stash instead.
         self._flush_due: asyncio.Handle | None = None
+        self._started: asyncio.Future[bool] | None = None
 
-    async def start(self, attempt: int) -> None:
-        """A new attempt: watchers drop what an earlier one wrote (`reset`), then `running`."""
+    def start(self, attempt: int) -> None:
+        """A new attempt: watchers drop what an earlier one wrote (`reset`), then `running`.
+        Sent without waiting for it (the call need not wait a round trip); every later write of
+        this attempt waits for it first, so watchers still read it before the text."""
         self._flushed_at = time.monotonic()
-        await _append(self.job_id, [("reset", str(attempt)), ("status", "running")])
+        self._started = asyncio.ensure_future(
+            _append(self.job_id, [("reset", str(attempt)), ("status", "running")])
+        )
+
+    async def _after_start(self) -> None:
+        if self._started is not None:
+            # Shielded: a job cancelled while waiting here does not cancel its `running`.
+            await asyncio.shield(self._started)
 
     def add(self, text: str) -> None:
         # Redis (like PostgreSQL) cannot encode a lone surrogate; one would fail the append.
@@ -191,6 +202,7 @@ class LiveAnswer:
 
     async def _flush(self) -> None:
         try:
+            await self._after_start()
             while self._pending:
                 text = "".join(self._pending)
                 self._pending.clear()
@@ -296,6 +308,7 @@ class LiveAnswer:
             self._pending[:0] = [value for _kind, value in entries]
 
     async def _rest(self) -> list[tuple[Kind, str]]:
+        await self._after_start()
         if self._flush_due is not None:  # not started: its text goes with this write instead
             self._flush_due.cancel()
             self._flush_due = None
@@ -308,6 +321,7 @@ class LiveAnswer:
         return entries
 
     async def requeued(self) -> None:
+        await self._after_start()
         await _append(self.job_id, [("status", "queued")])
 
 

@@ -120,7 +120,7 @@ async def _call(
     watch: JobWatch,
     claiming_at: float,
 ) -> str:
-    await live.start(question.attempts)
+    live.start(question.attempts)
     # 1. The provider's rate limit: a 429's pause can outlast the lease; the watch keeps the
     #    lease, and Stop ends the wait without a call; so does the worker's stop (handed back).
     try:

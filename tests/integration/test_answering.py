@@ -135,7 +135,7 @@ def test_a_failing_live_stream_does_not_stop_paid_answers_from_being_stashed(use
     async def run(*, stream_down_first: bool) -> Completion | None:
         live = LiveAnswer(question.pk)
         if stream_down_first:
-            await live.start(1)  # fails: the live stream's breaker is open now
+            live.start(1)  # fails (settle waits for it): the live stream's breaker opens
         live.add("Paid for.")
         # The rest of the text and the stash go in one pipeline: the XADD fails, the SET not.
         await live.settle(1, paid)
@@ -163,7 +163,7 @@ def test_settle_streams_the_rest_of_the_text_once_and_stashes_the_answer(user, s
 
     async def run() -> None:
         live = LiveAnswer(question.pk)
-        await live.start(1)
+        live.start(1)
         await asyncio.sleep(FLUSH_SECONDS)  # the next piece asks for a flush at once
         live.add("Hello")
         deadline = time.monotonic() + 5
@@ -177,6 +177,31 @@ def test_settle_streams_the_rest_of_the_text_once_and_stashes_the_answer(user, s
     async_to_sync(run)()
     assert deltas() == ["Hello", " world"]
     assert async_to_sync(stash_get)(question.pk) == paid
+
+
+def test_an_attempt_starts_without_waiting_and_still_comes_first_in_the_stream(user, settings):
+    """`start` only sends the attempt's `reset` and `running` (the call does not wait a round
+    trip for them); the text that follows at once is written after them all the same."""
+    question = QuestionFactory(owner=user)
+    paid = Completion(text="Hi there", model="gpt-4o-mini", prompt_tokens=5, completion_tokens=2)
+    client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"], decode_responses=True)
+
+    async def run() -> None:
+        live = LiveAnswer(question.pk)
+        assert live.start(3) is None  # not a coroutine: nothing to wait for
+        live.add("Hi")
+        live.add(" there")
+        await live.settle(3, paid)
+        await live.finish("succeeded", drop_stash=True)
+
+    async_to_sync(run)()
+    entries = [fields for _id, fields in client.xrange(stream_key(question.pk))]
+    assert entries == [
+        {"reset": "3"},
+        {"status": "running"},
+        {"delta": "Hi there"},
+        {"end": "succeeded"},
+    ]
 
 
 def test_jobs_settling_together_share_a_round_trip_but_not_their_errors(user, settings):
