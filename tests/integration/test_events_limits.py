@@ -149,7 +149,9 @@ def test_a_client_ip_gets_at_most_its_cap_whoever_the_users_are(events_server, u
 def test_slots_are_counted_across_processes_and_a_killed_process_frees_its_own(events_server, user):
     first, second = events_server(), events_server()
     token = _token(user)
-    _attached(first.open(_running(user), token))
+    # Both responses are kept: one dropped would be closed by the garbage collector, and its
+    # server would give the slot back (a fresh-clone CI run saw 200 for 429 that way).
+    on_first = _attached(first.open(_running(user), token))
     held = _attached(second.open(_running(user), token))
     # One stream on each process: the user's cap (2) is reached, whichever process is asked.
     _refused(second.open(_running(user), token))
@@ -157,6 +159,7 @@ def test_slots_are_counted_across_processes_and_a_killed_process_frees_its_own(e
 
     first.process.kill()  # no chance to give its slot back
     first.process.wait(timeout=10)
+    _close(on_first)
     job = _running(user)
     _refused(second.open(job, token))  # still held: its lease has not run out
 
@@ -164,7 +167,10 @@ def test_slots_are_counted_across_processes_and_a_killed_process_frees_its_own(e
         response = second.open(job, token)
         return response if response.status == 200 else None
 
-    _attached(wait_until(opens, timeout=LEASE_SECONDS * 3, interval=0.2, what="the lease to lapse"))
+    freed = _attached(
+        wait_until(opens, timeout=LEASE_SECONDS * 3, interval=0.2, what="the lease to lapse")
+    )
+    _close(freed)
     _close(held)
 
 
