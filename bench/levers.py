@@ -90,15 +90,24 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(("celery", "", None))
             for label, sha, code in runs:
                 began = time.monotonic()
-                cell = scenarios.throughput_cell(
-                    ctx,
-                    kind="celery" if code is None else "worker",
-                    latency=latency,
-                    concurrency=concurrency,
-                    count=count,
-                    processes=processes,
-                    code=code or ROOT,
-                )
+                try:
+                    cell = scenarios.throughput_cell(
+                        ctx,
+                        kind="celery" if code is None else "worker",
+                        latency=latency,
+                        concurrency=concurrency,
+                        count=count,
+                        processes=processes,
+                        code=code or ROOT,
+                    )
+                except (RuntimeError, TimeoutError) as exc:
+                    # One cell that does not finish (a consumer that died or hung) is reported
+                    # as such; the other variants' cells still run.
+                    log(f"{label:>14} L={latency} C={concurrency}×{processes}: FAILED: {exc}")
+                    report["cells"].append(
+                        _failed_cell(label, sha, latency, concurrency, count, processes, str(exc))
+                    )
+                    continue
                 cell.update(variant=label, commit=sha, load=round(_load(), 2))
                 report["cells"].append(cell)
                 log(
@@ -115,6 +124,30 @@ def main(argv: list[str] | None = None) -> int:
     print(render(report))
     print(f"\nJSON: {out.relative_to(ROOT)}")
     return 0 if all(cell["correct"] for cell in report["cells"]) else 1
+
+
+def _failed_cell(
+    label: str,
+    sha: str,
+    latency: float,
+    concurrency: int,
+    count: int,
+    processes: int,
+    error: str,
+) -> dict[str, Any]:
+    return {
+        "variant": label,
+        "commit": sha,
+        "latency_s": latency,
+        "concurrency": concurrency,
+        "processes": processes,
+        "jobs": count,
+        "error": error,
+        "ratio_to_ideal": None,
+        "cpu_ms_per_job_after_start": None,
+        "peak_rss_mib": None,
+        "correct": False,
+    }
 
 
 def _load() -> float:

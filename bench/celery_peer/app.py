@@ -5,13 +5,19 @@ Configured from the environment the bench sets (the same as the worker's, plus):
 Run: celery -A bench.celery_peer.app worker -P threads -c C -Q $BENCH_CELERY_QUEUE
 
 Settings a team would choose for this job: acks late (delete only after the outcome is stored,
-as the project's worker does), prefetch 1 per thread, no result backend.
+as the project's worker does), prefetch 1 per thread, no result backend, and at most
+BENCH_CELERY_DB_CONNECTIONS (64) threads connected to PostgreSQL at once — what PgBouncer or a
+pool would give them: at C = 512 a wave of claims or stores opened more than PostgreSQL's 100
+connections, and the tasks that got "too many clients" left their jobs running forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import uuid
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import django
@@ -22,7 +28,7 @@ django.setup()
 
 from celery import Celery  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import close_old_connections, connection  # noqa: E402
+from django.db import connection  # noqa: E402
 
 from questions.llm.client import Completion  # noqa: E402
 from questions.services import question_claim, question_succeed  # noqa: E402
@@ -33,6 +39,19 @@ _openai = openai.OpenAI(
     timeout=settings.OPENAI_TIMEOUT,
     max_retries=0,
 )
+
+
+_connected = threading.BoundedSemaphore(int(os.environ.get("BENCH_CELERY_DB_CONNECTIONS", "64")))
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[None]:
+    """Hold one of the bounded PostgreSQL connections for the block, closed at its end."""
+    with _connected:
+        try:
+            yield
+        finally:
+            connection.close()
 
 
 def _complete(text: str) -> Completion:
@@ -56,20 +75,17 @@ def _complete(text: str) -> Completion:
 
 def answer_question(job_id: str) -> str:
     """Claim the row, ask the LLM, store the answer (row + Redis): the worker's happy path."""
-    close_old_connections()
-    try:
-        lease = settings.OPENAI_TIMEOUT + settings.QUESTIONS_CLAIM_MARGIN
+    lease = settings.OPENAI_TIMEOUT + settings.QUESTIONS_CLAIM_MARGIN
+    # No connection held through the LLM call, or C = 256 threads would hold 256 of
+    # PostgreSQL's 100 (the failure issue 9 measured): one for the claim, one for the store.
+    with _database():
         claim = question_claim(question_id=uuid.UUID(job_id), lease_seconds=lease)
-        if claim.question is None:
-            return "not claimed"
-        # No connection held through the LLM call, or C = 256 threads would hold 256 of
-        # PostgreSQL's 100 (the failure issue 9 measured): reconnect for the store instead.
-        connection.close()
-        completion = _complete(claim.question.text)
+    if claim.question is None:
+        return "not claimed"
+    completion = _complete(claim.question.text)
+    with _database():
         question_succeed(question=claim.question, completion=completion, call_id=uuid.uuid4())
-        return "succeeded"
-    finally:
-        close_old_connections()
+    return "succeeded"
 
 
 def make_app(*, queue: str, queue_url: str, endpoint: str) -> Celery:
